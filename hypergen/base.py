@@ -1,0 +1,316 @@
+"""The resident base model: loaded once, adapters swapped in and out without reloading it.
+
+ResidentModel wraps one causal LM with peft adapter slots. Activating an adapter whose rank and
+modules match an existing slot copies its tensors into that slot in place (a hot swap: no new modules,
+no reload); otherwise a slot is added once. Adapters stay unmerged so a swap is a handful of small copies.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.lora import LoraWeights
+from hypergen.tasks.prompt import format_prompt
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never let transformers try
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+BASE = "__base__"  # peft's name for "no adapter" in per-row adapter_names
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """cuda when present, else cpu; `device` overrides ("cpu", "cuda", "cuda:1")."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HypergenError(f"device={device!r} was asked for but CUDA is not available here; use --device cpu or auto.")
+    return torch.device(device)
+
+
+@dataclass
+class _Slot:
+    """One peft adapter slot and direct handles on its tensors, for in-place swaps."""
+
+    rank: int
+    paths: tuple[str, ...]
+    params: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]]
+    layers: dict[str, torch.nn.Module]
+
+
+class ResidentModel:
+    """One base model kept in memory; LoRA adapters activated, swapped and removed in place."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, *, name: str, path: Path | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.path = path
+        self.peft = None  # a PeftModel, created with the first adapter
+        self._slots: dict[str, _Slot] = {}
+        self.active: str | None = None
+        tokenizer.padding_side = "left"  # generation continues from the right edge
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._slots)
+
+    # ---- adapters ------------------------------------------------------------------------------
+    def load_adapter(self, name: str, weights: LoraWeights) -> None:
+        """Put `weights` into slot `name`: in place when the slot has the same rank and modules."""
+        if name == BASE:
+            raise HypergenError(f"{BASE!r} is reserved for the plain base model; pick another adapter name.")
+        slot = self._slots.get(name)
+        if slot is not None and slot.rank == weights.rank and slot.paths == tuple(weights.modules):
+            if any(slot.params[p][0].shape != a.shape or slot.params[p][1].shape != b.shape for p, (a, b) in weights.modules.items()):
+                weights.validate_for(self.model, self.name)  # raises, naming the module and both shapes
+        else:
+            weights.validate_for(self.model, self.name)
+            if slot is not None:
+                self.remove(name)
+            slot = self._new_slot(name, weights)
+        with torch.no_grad():
+            for path, (a, b) in weights.modules.items():
+                pa, pb = slot.params[path]
+                pa.copy_(a)  # copy_ casts dtype and moves device as needed
+                pb.copy_(b)
+                slot.layers[path].scaling[name] = weights.scaling
+
+    def _new_slot(self, name: str, weights: LoraWeights) -> _Slot:
+        from peft import get_peft_model
+
+        cfg = weights.peft_config()
+        cfg.base_model_name_or_path = None  # in memory peft would overwrite it with a path and warn
+        if self.peft is None:
+            self.peft = get_peft_model(self.model, cfg, adapter_name=name)
+            self.peft.eval()
+        else:
+            self.peft.add_adapter(name, cfg)
+        layers = {p: self.model.get_submodule(p) for p in weights.modules}
+        params = {p: (m.lora_A[name].weight, m.lora_B[name].weight) for p, m in layers.items()}
+        for pa, pb in params.values():
+            pa.requires_grad_(False)
+            pb.requires_grad_(False)
+        slot = _Slot(weights.rank, tuple(weights.modules), params, layers)
+        self._slots[name] = slot
+        if self.active is not None and self.active != name:
+            self.peft.set_adapter(self.active)  # add_adapter may leave the new one active
+        return slot
+
+    def activate(self, adapter: LoraWeights | str, name: str = "default") -> str:
+        """Make an adapter the active one. Pass LoraWeights (loaded into slot `name`) or a loaded name."""
+        if isinstance(adapter, LoraWeights):
+            self.load_adapter(name, adapter)
+        else:
+            name = adapter
+            if name not in self._slots:
+                raise HypergenError(f"No adapter named {name!r} is loaded; loaded: {self.adapters or 'none'}.")
+        if self.active != name:
+            self.peft.set_adapter(name)
+            self.active = name
+        return name
+
+    def deactivate(self) -> None:
+        """Back to the plain base model (adapters stay loaded for a later swap)."""
+        self.active = None
+
+    def remove(self, name: str) -> None:
+        if name not in self._slots:
+            return
+        if self.active == name:
+            self.active = None
+        others = [n for n in self._slots if n != name]
+        if not others:
+            # peft refuses to delete the last adapter: unwrap to the plain base instead.
+            self.model = self.peft.unload()
+            self.peft = None
+        else:
+            if self.peft.active_adapter == name:
+                self.peft.set_adapter(others[0])
+            self.peft.delete_adapter(name)
+        del self._slots[name]
+
+    def weights(self, name: str) -> LoraWeights:
+        """A copy of the adapter in slot `name` (e.g. after training it in place)."""
+        slot = self._slots[name]
+        mods = {p: (pa.detach().float().cpu().clone(), pb.detach().float().cpu().clone()) for p, (pa, pb) in slot.params.items()}
+        scaling = slot.layers[slot.paths[0]].scaling[name]
+        return LoraWeights(mods, scaling * slot.rank, self.name)
+
+    def new_trainable(self, name: str, spec) -> list[torch.nn.Parameter]:
+        """A freshly initialised adapter slot (peft's init: A random, B zero) whose tensors train.
+
+        spec is a LoraSpec. Returns the slot's parameters; everything else stays frozen.
+        """
+        from hypergen.config import LoraSpec
+
+        assert isinstance(spec, LoraSpec)
+        shapes = spec.shapes(self.model)
+        init = LoraWeights({p: (torch.zeros(spec.rank, i), torch.zeros(o, spec.rank)) for p, (o, i) in shapes.items()}, spec.alpha, self.name)
+        self.load_adapter(name, init)
+        slot = self._slots[name]
+        g = torch.Generator().manual_seed(spec.init_seed)
+        with torch.no_grad():
+            for pa, _ in slot.params.values():
+                # kaiming-uniform(a=sqrt(5)) on A as peft and nn.Linear do; B stays zero so dW starts at 0
+                bound = 1.0 / (pa.shape[1] ** 0.5)
+                pa.copy_(torch.empty(pa.shape).uniform_(-bound, bound, generator=g))
+        params = [p for pair in slot.params.values() for p in pair]
+        for p in params:
+            p.requires_grad_(True)
+        self.activate(name)
+        return params
+
+    # ---- running -------------------------------------------------------------------------------
+    def forward_model(self):
+        """The module to call: the peft wrapper when adapters exist (it routes adapter_names)."""
+        return self.peft if self.peft is not None else self.model
+
+    def _context(self, adapter_names):
+        import contextlib
+
+        if self.peft is not None and self.active is None and adapter_names is None:
+            return self.peft.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _rows(self, adapter_names: Sequence[str | None] | None, n: int) -> dict:
+        if adapter_names is None:
+            return {}
+        if len(adapter_names) != n:
+            raise HypergenError(f"adapter_names has {len(adapter_names)} entries for {n} inputs; give one per input (None = base).")
+        names = [BASE if a is None else a for a in adapter_names]
+        unknown = sorted({a for a in names if a != BASE and a not in self._slots})
+        if unknown:
+            raise HypergenError(f"Unknown adapter(s) {unknown}; loaded: {self.adapters or 'none'}.")
+        if self.peft is None:
+            return {}  # every row asked for the base
+        return {"adapter_names": names}
+
+    def prompts(self, texts: Sequence[str], description: str | None = None) -> list[str]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts or any(not t or not t.strip() for t in texts):
+            raise HypergenError("Empty input: give at least one non-empty text to answer.")
+        return [format_prompt(self.tokenizer, t, description) for t in texts]
+
+    @torch.inference_mode()
+    def answer(
+        self,
+        texts: Sequence[str],
+        *,
+        description: str | None = None,
+        max_new_tokens: int = 32,
+        adapter_names: Sequence[str | None] | None = None,
+        batch_size: int = 16,
+    ) -> list[str]:
+        """Greedy answers through the chat template; adapter_names picks an adapter per row."""
+        prompts = self.prompts(texts, description)
+        rows = adapter_names if adapter_names is not None else None
+        out: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i : i + batch_size]
+            extra = self._rows(rows[i : i + batch_size] if rows is not None else None, len(chunk))
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with self._context(rows):
+                gen = self.forward_model().generate(
+                    **enc,
+                    **extra,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            out += [s.strip() for s in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return out
+
+    @torch.inference_mode()
+    def score(
+        self,
+        texts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        description: str | None = None,
+        adapter_names: Sequence[str | None] | None = None,
+        batch_size: int = 16,
+    ) -> list[list[float]]:
+        """Log-likelihood of each candidate answer (plus the end-of-turn token) after each prompt."""
+        prompts = self.prompts(texts, description)
+        if len(candidates) != len(prompts):
+            raise HypergenError(f"score needs one candidate list per input; got {len(candidates)} for {len(prompts)} inputs.")
+        eos = self.tokenizer.eos_token_id
+        pairs, owners = [], []
+        for i, (p, cands) in enumerate(zip(prompts, candidates)):
+            p_ids = self.tokenizer(p, add_special_tokens=False)["input_ids"]
+            for c in cands:
+                c_ids = self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos]
+                pairs.append((p_ids, c_ids))
+                owners.append(i)
+        scores: list[float] = []
+        for j in range(0, len(pairs), batch_size):
+            chunk = pairs[j : j + batch_size]
+            rows = [adapter_names[owners[j + k]] for k in range(len(chunk))] if adapter_names is not None else None
+            scores += self._loglik(chunk, rows)
+        out: list[list[float]] = [[] for _ in prompts]
+        for i, s in zip(owners, scores):
+            out[i].append(s)
+        return out
+
+    def _loglik(self, pairs, rows) -> list[float]:
+        # Right-padded batch of prompt+candidate; sum log p(candidate tokens | prefix).
+        lens = [len(p) + len(c) for p, c in pairs]
+        T = max(lens)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(pairs), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(pairs), T), dtype=torch.long)
+        target = torch.zeros((len(pairs), T), dtype=torch.bool)
+        for k, (p, c) in enumerate(pairs):
+            ids[k, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[k, : len(p) + len(c)] = 1
+            target[k, len(p) : len(p) + len(c)] = True
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        extra = self._rows(rows, len(pairs))
+        with self._context(rows):
+            logits = self.forward_model()(input_ids=ids, attention_mask=mask, **extra).logits.float()  # (B, T, V)
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
+        return (logp * target[:, 1:].to(logp.device)).sum(-1).tolist()
+
+
+def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: torch.dtype | None = None) -> ResidentModel:
+    """Load the default base (SmolLM2-135M-Instruct, converted on first use) or any local HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from hypergen import assets
+
+    hf_logging.disable_progress_bar()  # a 0.5 s load needs no bar; conversion prints its own message
+
+    if path is None:
+        path = assets.ensure_smollm2()
+        name = assets.SMOLLM2_NAME
+    else:
+        path = Path(path).expanduser()
+        if not (path / "config.json").is_file():
+            raise HypergenError(f"{path} is not a Hugging Face model folder (no config.json); pass a folder saved with save_pretrained.")
+        name = path.name  # adapters record this name; the default folder is named after the model
+    dev = pick_device(device)
+    t = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(dev)
+    tok = AutoTokenizer.from_pretrained(path)
+    if not getattr(tok, "chat_template", None):
+        raise HypergenError(f"The tokenizer in {path} has no chat template; hypergen prompts through the chat template.")
+    res = ResidentModel(model, tok, name=name, path=Path(path))
+    res.load_seconds = time.perf_counter() - t
+    return res

@@ -1,0 +1,33 @@
+"""Where hypergen keeps things outside git: one cache root, overridable with HYPERGEN_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def home() -> Path:
+    """The cache root (models, downloads, task data, runs). Default ~/.cache/hypergen."""
+    return Path(os.environ.get("HYPERGEN_HOME", Path.home() / ".cache" / "hypergen")).expanduser()
+
+
+def downloads_dir() -> Path:
+    """Wheels and sdists fetched from PyPI with `pip download --no-deps`."""
+    return home() / "downloads"
+
+
+def models_dir() -> Path:
+    """Converted models: plain safetensors folders that load in ~0.5 s."""
+    return home() / "models"
+
+
+def data_dir() -> Path:
+    """Third-party task data, extracted in place (never copied into the repo)."""
+    return home() / "data"
+
+
+def runs_dir() -> Path:
+    """Training runs: checkpoints, logs, W&B offline files."""
+    return home() / "runs"

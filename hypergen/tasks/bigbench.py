@@ -1,0 +1,275 @@
+"""BIG-bench JSON tasks (Apache-2.0): fetch the sdist once, extract its task.json files, parse them.
+
+We never install the `bigbench` package (it pins old TensorFlow and friends) and never copy its data
+into the repo. The sdist holds bigbench/benchmark_tasks/<task>/task.json and, for tasks split into
+subtasks, <task>/<subtask>/task.json; a parent file then has no examples of its own. Programmatic
+tasks (task.py) are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from hypergen import paths
+from hypergen.errors import HypergenError
+
+from .core import (
+    Instance,
+    Task,
+    TaskSuite,
+    append_options,
+    clean_text,
+    join_sentences,
+    label_sentence,
+    norm_text,
+    says,
+    read_json,
+    shuffle_options,
+    warn_skipped,
+)
+
+SDIST = "bigbench-1.0.0.tar.gz"
+# A subtask description shorter than this gets its parent task's description in front.
+SHORT_DESCRIPTION_WORDS = 20
+_MARKER = ".extracted"  # written last, so a half-finished extraction never looks complete
+_TASKS_DIR = "bigbench/benchmark_tasks/"
+
+
+def bigbench_root() -> Path:
+    """The extracted task tree: data_dir()/bigbench/<task>[/<subtask>]/task.json."""
+    root = paths.data_dir() / "bigbench"
+    if not (root / _MARKER).exists():
+        raise HypergenError(
+            f"BIG-bench tasks are not extracted at {root}: run `hypergen data fetch bigbench`."
+        )
+    return root
+
+
+def fetch_bigbench(force: bool = False) -> Path:
+    """Download the BIG-bench sdist if missing and extract only its task.json files; returns the root.
+
+    Idempotent: a finished extraction is left alone unless `force` (which re-extracts; delete the
+    sdist from paths.downloads_dir() to download it again).
+    """
+    root = paths.data_dir() / "bigbench"
+    if (root / _MARKER).exists() and not force:
+        return root
+    sdist = paths.downloads_dir() / SDIST
+    if not sdist.exists():
+        _download_sdist(sdist.parent)
+    partial = root.with_name("bigbench.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    count = _extract_task_files(sdist, partial)
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
+    (root / _MARKER).write_text(f"{count} task.json files from {SDIST}\n")
+    return root
+
+
+def _download_sdist(dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "bigbench==1.0.0", "-d", str(dest)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0 or not (dest / SDIST).exists():
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        raise HypergenError(
+            f"Could not download {SDIST} with pip:\n{tail}\n"
+            f"Check the network, or fetch the file by hand into {dest} and run this again."
+        )
+
+
+def _extract_task_files(sdist: Path, dest: Path) -> int:
+    from tqdm import tqdm  # lazy: keeps `import hypergen` light
+
+    count = 0
+    try:
+        with open(sdist, "rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar:
+            bar = tqdm(total=sdist.stat().st_size, unit="B", unit_scale=True,
+                       desc="extracting BIG-bench task.json")  # fmt: skip
+            for member in tar:
+                bar.update(raw.tell() - bar.n)
+                _, sep, rel = member.name.partition(_TASKS_DIR)
+                if not (sep and member.isfile() and rel.endswith("task.json")):
+                    continue
+                if ".." in Path(rel).parts:  # never write outside dest, whatever the archive says
+                    continue
+                out = dest / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                count += 1
+            bar.close()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise HypergenError(
+            f"{sdist} is unreadable ({e}). Delete it and run `hypergen data fetch bigbench` again."
+        ) from e
+    if count == 0:
+        raise HypergenError(f"{sdist} holds no {_TASKS_DIR}*/task.json: is it the BIG-bench sdist?")
+    return count
+
+
+def load_bigbench(path: Path) -> TaskSuite:
+    """A lazy suite of every leaf task.json under `path` (a tree, or one task.json file)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("task.json"))
+    parents = {f.parent.parent for f in files}
+    loaders = {}
+    for file in files:
+        if file.parent in parents and file != path:  # a parent task: its subtasks carry the examples
+            continue
+        name = task_name(file)
+        loaders[name] = lambda file=file, name=name: load_task_file(file, name)
+    return TaskSuite(loaders=dict(sorted(loaders.items())))
+
+
+def task_name(file: Path) -> str:
+    """ "sports_understanding", or "arithmetic/2_digit_multiplication" for a subtask (its folder's
+    parent holds a task.json too)."""
+    task_dir = file.parent
+    if (task_dir.parent / "task.json").exists():
+        return f"{task_dir.parent.name}/{task_dir.name}"
+    return task_dir.name
+
+
+def load_task_file(file: Path, name: str | None = None) -> Task | None:
+    name = name or task_name(file)
+    data = read_json(file)
+    if not isinstance(data, dict):
+        raise HypergenError(f"{file}: expected a JSON object with 'examples', got {type(data).__name__}.")
+    parent_file = file.parent.parent / "task.json"
+    parent = read_json(parent_file) if "/" in name and parent_file.exists() else None
+    return parse_task(data, name, parent)
+
+
+def parse_task(data: dict, name: str, parent: dict | None = None) -> Task | None:
+    """A Task from one task.json's content; None (with a warning) when nothing in it is usable."""
+    description = clean_text(data.get("description"))
+    if not description:
+        warn_skipped(name, "its description is empty")
+        return None
+    prefix = str(data.get("task_prefix") or "")
+    instruction = _as_instruction(prefix, description)
+    # A prefix that is not an instruction is context the examples need (a table, a glossary, a few
+    # translated sentences): BIG-bench prepends it to every input, and so do we.
+    context = "" if instruction or not prefix.strip() else prefix
+    append = bool(data.get("append_choices_to_input", True))  # BIG-bench's default is True
+
+    instances = []
+    seen = set()
+    for example in data.get("examples") or []:
+        inst = _parse_example(example, context, append)
+        if inst is None or (inst.input, *inst.targets) in seen:  # BIG-bench drops duplicates too
+            continue
+        seen.add((inst.input, *inst.targets))
+        instances.append(inst)
+    if not instances:
+        warn_skipped(name, "it has no examples with an input and a target")
+        return None
+
+    parent_description = clean_text((parent or {}).get("description"))
+    variants = description_variants(name, description, parent_description, instruction, instances)
+    keywords = [str(k) for k in data.get("keywords") or []]
+    return Task(name, variants, instances, categories=keywords, source="bigbench")
+
+
+def _parse_example(example, context: str, append: bool) -> Instance | None:
+    if not isinstance(example, dict) or not isinstance(example.get("input"), str):
+        return None
+    # The input may be empty when the options alone are the question (cause_and_effect: "which
+    # sentence makes more sense").
+    text = (context + example["input"]).strip()
+    target = example.get("target")  # a string, a list of accepted strings, or absent
+    if not isinstance(target, list):
+        target = [] if target is None else [target]
+    explicit = [str(t).strip() for t in target if str(t).strip()]
+
+    scores = example.get("target_scores")
+    if not isinstance(scores, dict) or len(scores) < 2:
+        return Instance(text, explicit) if text and explicit else None
+    try:
+        scores = {str(k).strip(): float(v) for k, v in scores.items()}
+    except (TypeError, ValueError):
+        return None
+    best = max(scores.values())
+    if best <= min(scores.values()) or "" in scores:  # no right answer, or an empty option
+        return None
+    options = shuffle_options(list(scores), key=text)
+    # An explicit target is BIG-bench's canonical answer (arithmetic has both); else the best options.
+    targets = [t for t in explicit if t in scores] or [o for o in options if scores[o] == best]
+    shown = append_options(text, options).strip() if append else text
+    return Instance(shown, targets, options) if shown else None
+
+
+def description_variants(
+    name: str,
+    description: str,
+    parent_description: str = "",
+    instruction: str = "",
+    instances: list[Instance] = (),
+) -> list[str]:
+    """Every way of describing the task we can build from its own fields, default first.
+
+    Many subtasks share a description that says little ("Multilingual, Multilevel, Multidomain" for
+    all 110 multiemo subtasks), so the default combines the parent task's description (when the
+    subtask's own is short), the subtask's, its instruction, the subtask name made readable, and its
+    label set. The raw description and simpler combinations follow, as paraphrases.
+    """
+    labels = label_sentence(instances)
+    short = len(description.split()) < SHORT_DESCRIPTION_WORDS
+    combined = join_sentences(parent_description if short else "", description, instruction)
+    subtask = readable_subtask(name)
+    if subtask and not says(combined, subtask):
+        combined = join_sentences(combined, f"Subtask: {subtask}.")
+    variants = [
+        join_sentences(combined, labels),
+        description,
+        join_sentences(description, labels),
+        join_sentences(instruction, labels),
+    ]
+    unique, seen = [], set()
+    for v in variants:
+        key = norm_text(v)
+        if key and key not in seen:
+            seen.add(key)
+            unique.append(v)
+    return unique
+
+
+def readable_subtask(name: str) -> str:
+    """ "2_digit_multiplication" -> "2 digit multiplication"; numbering and file-format words go."""
+    if "/" not in name:
+        return ""
+    words = name.split("/", 1)[1].replace("-", "_").split("_")
+    words = [w for w in words if w and w != "json" and not re.fullmatch(r"(sub)?task\d+", w)]
+    return " ".join(words)
+
+
+# Common English function words: a prefix without any is not an English instruction.
+_ENGLISH = set(
+    "the an of to is are and or in for whether each given following which what if this that your "
+    "you with from by whose how does do be".split()
+)
+
+
+def _as_instruction(prefix: str, description: str) -> str:
+    """The task_prefix when it reads as an instruction to the solver, else ""."""
+    text = clean_text(prefix)
+    if len(text.split()) < 3:  # " paraphrase: " is a cue for the answer, not an instruction
+        return ""
+    if says(text, description) or says(description, text):
+        return text  # natural_instructions prefixes repeat the description, give or take "i.e."
+    words = text.split()
+    lines = [line for line in prefix.splitlines() if line.strip()]
+    english = sum(w.lower().strip(".,:;?!'\"()") in _ENGLISH for w in words)
+    looks_like_context = (
+        len(lines) > 2  # tables, glossaries, few-shot blocks
+        or re.search(r"(^|\n)\s*[QA]:", prefix)
+        or len(words) > 80
+    )
+    return text if english >= 2 and not looks_like_context else ""

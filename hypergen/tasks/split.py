@@ -1,0 +1,237 @@
+"""The BIG-bench split, committed as data/splits/bigbench.json so every run uses the same one.
+
+Which tasks may train the zoo, which are held out to test generators on tasks they never saw, and
+which instances of each task are train, val and test. Regenerate (deterministically, from the
+extracted cache) with:
+
+    python -m hypergen.tasks.split [--seed 0] [--out data/splits/bigbench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hypergen.errors import HypergenError
+from hypergen.paths import REPO_ROOT
+
+from .core import Instance, Task, TaskSuite, unknown_name_message
+
+DEFAULT_PATH = REPO_ROOT / "data" / "splits" / "bigbench.json"
+VERSION = 1
+PARTS = ("train", "val", "test")
+Part = Literal["train", "val", "test"]
+_REGENERATE = "regenerate it with `python -m hypergen.tasks.split`"
+
+
+@dataclass
+class SplitCriteria:
+    """Which tasks are eligible, how many are held out, and how instances are divided."""
+
+    min_examples: int = 80
+    """Fewer usable examples than this leaves too little to train an expert and still test it."""
+    max_median_input_words: float = 80
+    """Median whitespace words of Instance.input (options included): keeps prompts short."""
+    max_median_input_chars: float = 600
+    """Also in characters: base64 images and ASCII art are one long "word"."""
+    max_median_target_words: float = 10
+    """Short answers, so a small base model can be scored on them."""
+    heldout_family_fraction: float = 0.2
+    """Share of top-level families held out, whole."""
+    min_heldout_tasks: int = 20
+    """More families are held out until the held-out tasks reach this many."""
+    test_size: int = 50
+    small_task_size: int = 250
+    """Tasks with fewer instances test on test_fraction of them instead of test_size."""
+    test_fraction: float = 0.2
+    val_size: int = 20
+    max_train: int = 400
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heldout_family_fraction < 1:
+            raise HypergenError("heldout_family_fraction must be between 0 and 1, e.g. 0.2.")
+        if self.min_examples < self.val_size + 2:
+            raise HypergenError(
+                f"min_examples ({self.min_examples}) must leave room for val ({self.val_size}), "
+                "a test and a train instance: raise it or lower val_size."
+            )
+
+
+@dataclass
+class Split:
+    """Zoo and held-out task names, and per task the indices of its instances in each part."""
+
+    version: int
+    seed: int
+    zoo: list[str]
+    """Ordered round-robin over families: the first N tasks cover as many families as possible."""
+    heldout: list[str]
+    """Whole families that no zoo task belongs to."""
+    instances: dict[str, dict[str, list[int]]]
+    """task -> {"train", "val", "test"} -> indices into task.instances."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """task -> len(task.instances) when the split was made; a mismatch means the parser changed."""
+    criteria: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+
+    def instances_of(self, task: Task, part: Part) -> list[Instance]:
+        if part not in PARTS:
+            raise HypergenError(f"Unknown part {part!r}: use one of {', '.join(PARTS)}.")
+        if task.name not in self.instances:
+            raise HypergenError(unknown_name_message("split task", task.name, list(self.instances)))
+        expected = self.sizes.get(task.name)
+        if expected is not None and expected != len(task.instances):
+            raise HypergenError(
+                f"Task {task.name!r} has {len(task.instances)} instances but the split was made when "
+                f"it had {expected}, so its indices would point at other examples: {_REGENERATE}."
+            )
+        return [task.instances[i] for i in self.instances[task.name][part]]
+
+    def save(self, path: str | Path = DEFAULT_PATH) -> None:
+        """JSON with one line per task's indices, so the file stays readable and diffs stay small."""
+        head = {k: v for k, v in asdict(self).items() if k not in ("instances", "sizes")}
+        text = json.dumps(head, indent=2)[:-2]  # reopen the object to append the two big maps
+        for key in ("sizes", "instances"):
+            rows = [f"    {json.dumps(n)}: {json.dumps(v)}" for n, v in getattr(self, key).items()]
+            text += f',\n  "{key}": {{\n' + ",\n".join(rows) + "\n  }"
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n}\n")
+
+
+def load_split(path: str | Path = DEFAULT_PATH) -> Split:
+    path = Path(path)
+    if not path.exists():
+        raise HypergenError(f"No split file at {path}: {_REGENERATE}.")
+    try:
+        data = json.loads(path.read_text())
+        split = Split(**data)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise HypergenError(f"{path} is not a split file ({e}): {_REGENERATE}.") from e
+    if split.version != VERSION:
+        raise HypergenError(f"{path} is split version {split.version}, not {VERSION}: {_REGENERATE}.")
+    return split
+
+
+@dataclass
+class TaskStats:
+    """What eligibility looks at, measured once per task."""
+
+    name: str
+    family: str
+    size: int
+    median_input_words: float
+    median_input_chars: float
+    median_target_words: float
+
+    @classmethod
+    def of(cls, task: Task) -> TaskStats:
+        inputs = [inst.input for inst in task.instances]
+        return cls(
+            name=task.name,
+            family=task.family,
+            size=len(task.instances),
+            median_input_words=statistics.median(len(s.split()) for s in inputs),
+            median_input_chars=statistics.median(len(s) for s in inputs),
+            median_target_words=statistics.median(len(i.targets[0].split()) for i in task.instances),
+        )
+
+    def eligible(self, c: SplitCriteria) -> bool:
+        return (
+            self.size >= c.min_examples
+            and self.median_input_words <= c.max_median_input_words
+            and self.median_input_chars <= c.max_median_input_chars
+            and self.median_target_words <= c.max_median_target_words
+        )
+
+
+def make_split(suite: TaskSuite, seed: int = 0, criteria: SplitCriteria | None = None) -> Split:
+    """Pick eligible tasks, hold out whole families, and divide each task's instances.
+
+    Reads each task once, in name order; everything random is seeded by `seed` (and the task name),
+    so the same suite and seed always give the same file.
+    """
+    c = criteria or SplitCriteria()
+    stats = [TaskStats.of(task) for task in suite]  # lazy suites load one task at a time here
+    pool = sorted((s for s in stats if s.eligible(c)), key=lambda s: s.name)
+    if not pool:
+        raise HypergenError("No task meets the split criteria: loosen them or check the data.")
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for s in pool:
+        by_family[s.family].append(s.name)
+
+    rng = random.Random(seed)
+    families = sorted(by_family)
+    rng.shuffle(families)
+    want = max(1, round(c.heldout_family_fraction * len(families)))
+    heldout_families: list[str] = []
+    for family in families[:-1]:  # at least one family stays in the zoo
+        enough = sum(len(by_family[f]) for f in heldout_families) >= c.min_heldout_tasks
+        if len(heldout_families) >= want and enough:
+            break
+        heldout_families.append(family)
+    zoo_families = [f for f in families if f not in heldout_families]
+
+    sizes = {s.name: s.size for s in pool}
+    heldout = sorted(n for f in heldout_families for n in by_family[f])
+    zoo = _round_robin({f: _shuffled(by_family[f], f"{seed}:{f}") for f in zoo_families})
+    instances = {name: _divide(sizes[name], f"{seed}:{name}", c) for name in sorted(sizes)}
+    counts = {
+        "tasks_with_examples": len(stats),
+        "eligible": len(pool),
+        "families": len(families),
+        "zoo": len(zoo),
+        "zoo_families": len(zoo_families),
+        "heldout": len(heldout),
+        "heldout_families": sorted(heldout_families),
+        "families_in_first_60_zoo": len({n.split("/")[0] for n in zoo[:60]}),
+    }
+    return Split(VERSION, seed, zoo, heldout, instances, dict(sorted(sizes.items())), asdict(c), counts)
+
+
+def _shuffled(items: list[str], key: str) -> list[str]:
+    items = sorted(items)
+    random.Random(key).shuffle(items)
+    return items
+
+
+def _round_robin(groups: dict[str, list[str]]) -> list[str]:
+    """One task of each family, then a second of each, ...: a zoo of the first N is as diverse as N
+    allows (multiemo alone has 80 eligible subtasks)."""
+    order = []
+    for depth in range(max(len(g) for g in groups.values())):
+        order += [g[depth] for g in groups.values() if depth < len(g)]
+    return order
+
+
+def _divide(size: int, key: str, c: SplitCriteria) -> dict[str, list[int]]:
+    perm = random.Random(key).sample(range(size), size)
+    n_test = c.test_size if size >= c.small_task_size else math.ceil(c.test_fraction * size)
+    val_end = n_test + c.val_size
+    return {
+        "train": sorted(perm[val_end : val_end + c.max_train]),
+        "val": sorted(perm[n_test:val_end]),
+        "test": sorted(perm[:n_test]),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .bigbench import fetch_bigbench, load_bigbench
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    args = parser.parse_args(argv)
+    split = make_split(load_bigbench(fetch_bigbench()), seed=args.seed)
+    split.save(args.out)
+    print(f"wrote {args.out}: " + json.dumps(split.counts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Text encoders: description text -> unit-length embedding (the generators' condition).
+
+MiniLMEncoder is the real one (all-MiniLM-L6-v2, 384-d, offline from its wheel). FakeEncoder is a
+deterministic hashed bag of words and character trigrams for tests: texts that share words get a
+positive cosine, so similarity-based code behaves sensibly without a real model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from hypergen.errors import HypergenError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, dim) float32, each row L2-normalised."""
+        ...
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 through sentence-transformers, from the folder extracted out of its wheel."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, path=None, device: str = "cpu"):
+        from sentence_transformers import SentenceTransformer
+
+        from hypergen import assets
+
+        path = path or assets.ensure_minilm()
+        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self.max_tokens = self.model.max_seq_length
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = _check(texts)
+        tok = self.model.tokenizer
+        for t in texts:
+            n = len(tok(t, add_special_tokens=True)["input_ids"])
+            if n > self.max_tokens:
+                warnings.warn(f"Description is {n} tokens; the encoder reads the first {self.max_tokens} and ignores the rest.", stacklevel=2)
+        with torch.inference_mode():
+            emb = self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+        return emb.float().cpu()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+class FakeEncoder:
+    """Deterministic stand-in for tests: hashed words and character trigrams, L2-normalised."""
+
+    name = "fake"
+
+    def __init__(self, dim: int = 384):
+        self.dim = dim
+
+    def _bucket(self, token: str) -> tuple[int, float]:
+        h = hashlib.blake2b(token.encode(), digest_size=8).digest()
+        return int.from_bytes(h[:4], "little") % self.dim, 1.0 if h[4] % 2 else -1.0
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = _check(texts)
+        out = torch.zeros(len(texts), self.dim)
+        for i, t in enumerate(texts):
+            words = re.findall(r"\w+", t.lower())
+            grams = [w[j : j + 3] for w in words for j in range(max(1, len(w) - 2))]
+            for tok, weight in [(w, 1.0) for w in words] + [(g, 0.3) for g in grams]:
+                j, sign = self._bucket(tok)
+                out[i, j] += sign * weight
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def _check(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise HypergenError("Empty description: describe the task in words, e.g. \"label each tweet as sarcastic or not\".")
+    return texts
+
+
+def load_encoder(name: str = "minilm", device: str = "cpu") -> TextEncoder:
+    """'minilm' (the real encoder) or 'fake' (tests)."""
+    if name in ("minilm", MiniLMEncoder.name):
+        return MiniLMEncoder(device=device)
+    if name == "fake":
+        return FakeEncoder()
+    raise HypergenError(f"Unknown encoder {name!r}; use 'minilm' or 'fake'.")

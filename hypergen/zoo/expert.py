@@ -1,0 +1,199 @@
+"""Training one expert LoRA on one task with Lightning.
+
+The LightningModule is thin: the LoRA lives in a slot of the ResidentModel (base frozen), the module
+only runs steps, the optimizer and logging. A callback keeps the last few checkpoints of the
+trajectory, which ICM-LoRA and SG-LoRA learn from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from hypergen import paths
+from hypergen.base import ResidentModel
+from hypergen.config import LoraSpec
+from hypergen.data import collate, encode_example
+from hypergen.errors import HypergenError
+from hypergen.lora import LoraWeights
+
+SLOT = "trainee"  # not "training": peft names submodules after adapters and nn.Module owns .training
+
+
+@dataclass
+class ExpertConfig:
+    """How one expert is trained.
+
+    steps: optimizer steps. batch_size: examples per step. lr: AdamW peak learning rate, linear warmup
+    over `warmup` steps then linear decay to 0. max_tokens: token budget of prompt + answer (longer
+    inputs are cut from the start and counted). keep_last / every: keep the last `keep_last`
+    trajectory checkpoints, `every` steps apart. logger: "wandb" (offline unless WANDB_MODE says
+    otherwise), "csv" or "none".
+    """
+
+    steps: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 10
+    weight_decay: float = 0.0
+    max_tokens: int = 128
+    keep_last: int = 4
+    every: int = 10
+    seed: int = 0
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    logger: Literal["wandb", "csv", "none"] = "wandb"
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraSpec(**self.lora)
+        for name in ("steps", "batch_size", "max_tokens", "keep_last", "every"):
+            if getattr(self, name) < 1:
+                raise HypergenError(f"ExpertConfig.{name} must be >= 1; got {getattr(self, name)}.")
+        if not 0 < self.lr < 1:
+            raise HypergenError(f"ExpertConfig.lr must be in (0, 1); got {self.lr}.")
+        if self.logger not in ("wandb", "csv", "none"):
+            raise HypergenError(f"ExpertConfig.logger must be 'wandb', 'csv' or 'none'; got {self.logger!r}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExpertResult:
+    weights: LoraWeights  # the final adapter
+    trajectory: list[tuple[int, LoraWeights]]  # (step, adapter) of the last checkpoints, final included
+    losses: list[float]  # training loss per step
+    seconds: float
+    n_examples: int
+    n_truncated: int
+    n_skipped: int
+
+
+class LitExpert(pl.LightningModule):
+    def __init__(self, net: torch.nn.Module, params: list[torch.nn.Parameter], cfg: ExpertConfig):
+        super().__init__()
+        self.net = net
+        self.lora_params = params
+        self.cfg = cfg
+        self.losses: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = self.net(**batch).loss
+        if not torch.isfinite(loss):
+            raise HypergenError(f"Expert training diverged at step {self.global_step}: loss={loss.item()}. Lower --lr.")
+        self.losses.append(loss.item())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.lora_params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        warm, total = self.cfg.warmup, self.cfg.steps
+
+        def schedule(step: int) -> float:
+            return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+
+
+class _Trajectory(pl.Callback):
+    """Keeps adapters at the last `keep_last` multiples of `every` (and the final step)."""
+
+    def __init__(self, resident: ResidentModel, cfg: ExpertConfig):
+        self.resident, self.cfg = resident, cfg
+        first = cfg.steps - (cfg.keep_last - 1) * cfg.every
+        self.steps = {s for s in range(first, cfg.steps + 1, cfg.every) if s > 0} | {cfg.steps}
+        self.saved: list[tuple[int, LoraWeights]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step in self.steps:
+            self.saved.append((trainer.global_step, self.resident.weights(SLOT)))
+
+
+def make_logger(cfg: ExpertConfig, run_name: str, group: str):
+    """W&B offline by default; WANDB_MODE=disabled (tests) turns it off without importing wandb."""
+    if cfg.logger == "none" or (cfg.logger == "wandb" and os.environ.get("WANDB_MODE") == "disabled"):
+        return False
+    save_dir = paths.runs_dir() / group
+    save_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.logger == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir, name=run_name)
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = os.environ.get("WANDB_MODE", "offline")
+    return WandbLogger(project="hypergen", group=group, name=run_name, save_dir=str(save_dir), offline=mode != "online", config=cfg.to_dict())
+
+
+def train_expert(
+    resident: ResidentModel,
+    examples: Sequence[tuple[str, str]],
+    cfg: ExpertConfig | None = None,
+    *,
+    run_name: str = "expert",
+    group: str = "zoo",
+) -> ExpertResult:
+    """Train a fresh LoRA on (input, target) pairs; the resident base stays frozen and loaded."""
+    cfg = cfg or ExpertConfig()
+    tok = resident.tokenizer
+    encoded, skipped = [], 0
+    for text, target in examples:
+        e = encode_example(tok, text, target, max_tokens=cfg.max_tokens)
+        if e is None:
+            skipped += 1
+        else:
+            encoded.append(e)
+    if not encoded:
+        raise HypergenError(f"{run_name}: no training example fits in max_tokens={cfg.max_tokens} ({skipped} skipped); raise max_tokens.")
+    n_trunc = sum(e.truncated for e in encoded)
+
+    pl.seed_everything(cfg.seed, verbose=False)
+    spec = LoraSpec(**{**cfg.lora.to_dict(), "init_seed": cfg.seed})
+    params = resident.new_trainable(SLOT, spec)
+    sampler = RandomSampler(encoded, replacement=True, num_samples=cfg.steps * cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(encoded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_token_id))
+
+    lit = LitExpert(resident.forward_model(), params, cfg)
+    traj = _Trajectory(resident, cfg)
+    trainer = pl.Trainer(
+        max_steps=cfg.steps,
+        accelerator="gpu" if resident.device.type == "cuda" else "cpu",
+        devices=1,
+        precision="32-true",
+        logger=make_logger(cfg, run_name, group),
+        callbacks=[traj],
+        enable_checkpointing=False,  # the zoo store keeps adapters; Lightning would save the whole base
+        enable_model_summary=False,
+        enable_progress_bar=cfg.progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(10, cfg.steps)),
+    )
+    t = time.perf_counter()
+    try:
+        trainer.fit(lit, loader)
+    finally:
+        resident.forward_model().eval()
+        for p in params:
+            p.requires_grad_(False)
+        if trainer.logger and hasattr(trainer.logger, "experiment") and cfg.logger == "wandb":
+            import wandb
+
+            wandb.finish(quiet=True)
+    seconds = time.perf_counter() - t
+    weights = resident.weights(SLOT)
+    resident.deactivate()
+    if not traj.saved or traj.saved[-1][0] != cfg.steps:
+        traj.saved.append((cfg.steps, weights))
+    last = traj.saved[-1][1]
+    if not math.isfinite(sum(float(a.abs().sum() + b.abs().sum()) for a, b in last.modules.values())):
+        raise HypergenError(f"{run_name}: the trained adapter holds NaN/inf; lower the learning rate.")
+    return ExpertResult(weights, traj.saved, lit.losses, seconds, len(encoded), n_trunc, skipped)
