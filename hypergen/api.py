@@ -95,3 +95,53 @@ def setup(bigbench: bool = False) -> dict[str, str]:
     from hypergen import assets
 
     return assets.setup(bigbench=bigbench)
+
+
+# ---- zoo ---------------------------------------------------------------------------------------
+def default_zoo_path() -> Path:
+    """The shipped zoo (repo zoo/) when present, else the local build folder."""
+    shipped = paths.REPO_ROOT / "zoo"
+    return shipped if (shipped / "manifest.json").is_file() else paths.home() / "zoo" / "bigbench"
+
+
+def zoo(path: str | Path | None = None):
+    from hypergen.zoo.store import Zoo
+
+    return Zoo(path or default_zoo_path())
+
+
+def zoo_list(path: str | Path | None = None) -> list[dict]:
+    """One dict per expert: name, description, steps, metric, base and expert scores."""
+    z = zoo(path)
+    return [
+        {
+            "name": r.name,
+            "description": r.description,
+            "steps": r.steps,
+            "metric": r.metric,
+            "base_score": round(r.base_score["main"], 4),
+            "expert_score": round(r.expert_score["main"], 4),
+            "gain": round(r.gain, 4),
+        }
+        for r in z.records()
+    ]
+
+
+def zoo_build(cfg) -> Path:
+    """Build or resume a zoo (BuildConfig); returns its folder."""
+    from hypergen.zoo.build import build_zoo
+
+    return build_zoo(cfg).root
+
+
+def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
+    from dataclasses import asdict
+
+    from hypergen.zoo.build import build_multitask
+
+    return asdict(build_multitask(cfg, steps=steps, per_task=per_task))
+
+
+def zoo_pack(source: str | Path, dest: str | Path) -> Path:
+    """Copy a built zoo into a compact shippable one (fp16, final adapters only)."""
+    return zoo(source).pack(dest).root

@@ -70,8 +70,9 @@ class ResidentModel:
     # ---- adapters ------------------------------------------------------------------------------
     def load_adapter(self, name: str, weights: LoraWeights) -> None:
         """Put `weights` into slot `name`: in place when the slot has the same rank and modules."""
-        if name == BASE:
-            raise HypergenError(f"{BASE!r} is reserved for the plain base model; pick another adapter name.")
+        if name == BASE or hasattr(torch.nn.Module, name):
+            # peft stores adapters as submodules named after them: "eval", "training", ... would clash
+            raise HypergenError(f"{name!r} cannot name an adapter (reserved by peft/torch); pick another name.")
         slot = self._slots.get(name)
         if slot is not None and slot.rank == weights.rank and slot.paths == tuple(weights.modules):
             if any(slot.params[p][0].shape != a.shape or slot.params[p][1].shape != b.shape for p, (a, b) in weights.modules.items()):

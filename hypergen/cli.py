@@ -18,6 +18,8 @@ from hypergen.errors import HypergenError
 app = typer.Typer(help="Describe a task in words, get a working LoRA adapter.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Task data: fetch BIG-bench into the cache.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+zoo_app = typer.Typer(help="The expert zoo: build, list, pack.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
 
 
 def _friendly(fn):
@@ -106,6 +108,103 @@ def data_fetch(
     from hypergen.tasks import fetch_bigbench
 
     typer.echo(str(fetch_bigbench(force=force)))
+
+
+def _build_config(suite, split, tasks, limit, out, steps, batch_size, lr, max_tokens, rank, base, device, devices, strategy, eval_instances, logger):
+    from hypergen.config import LoraSpec
+    from hypergen.zoo.build import BuildConfig
+    from hypergen.zoo.expert import ExpertConfig
+
+    expert = ExpertConfig(steps=steps, batch_size=batch_size, lr=lr, max_tokens=max_tokens, lora=LoraSpec(rank=rank, alpha=2.0 * rank), logger=logger)
+    kw = dict(suite=suite, split=split, tasks=tasks or None, limit=limit, expert=expert, base=base, device=device, devices=devices, strategy=strategy, eval_instances=eval_instances)
+    if out:
+        kw["out"] = out
+    return BuildConfig(**kw)
+
+
+_SUITE = typer.Option(help="'bigbench' (the cache) or a path: BIG-bench task.json tree, SNI folder, JSONL.")
+_OUT = typer.Option(help="Zoo folder (default ~/.cache/hypergen/zoo/bigbench).")
+
+
+@zoo_app.command("build")
+@_friendly
+def zoo_build(
+    suite: Annotated[str, _SUITE] = "bigbench",
+    split: Annotated[Optional[str], typer.Option(help="Split file (default data/splits/bigbench.json for bigbench).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Task names (repeat); default: the split's zoo tasks.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Build the first N tasks.")] = 60,
+    out: Annotated[Optional[str], _OUT] = None,
+    steps: Annotated[int, typer.Option(help="Training steps per expert.")] = 100,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    max_tokens: Annotated[int, typer.Option(help="Token budget of prompt + answer.")] = 128,
+    rank: Annotated[int, typer.Option(help="LoRA rank (alpha = 2 * rank).")] = 8,
+    base: Annotated[Optional[str], typer.Option(help="A local HF model folder instead of SmolLM2.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    devices: Annotated[int, typer.Option(help="Processes to shard tasks across (Lightning Fabric launch).")] = 1,
+    strategy: Annotated[str, typer.Option(help="Launch strategy for --devices > 1, e.g. ddp, ddp_spawn.")] = "ddp",
+    eval_instances: Annotated[int, typer.Option(help="Test instances scored per task.")] = 50,
+    logger: Annotated[str, typer.Option(help="wandb (offline unless WANDB_MODE=online), csv or none.")] = "wandb",
+):
+    """Train one expert LoRA per task (resumable: rerun to continue after any interruption)."""
+    from hypergen import api
+
+    cfg = _build_config(suite, split, tasks, limit, out, steps, batch_size, lr, max_tokens, rank, base, device, devices, strategy, eval_instances, logger)
+    path = api.zoo_build(cfg)
+    typer.echo(f"zoo: {path} ({len(api.zoo(path))} experts)")
+
+
+@zoo_app.command("multitask")
+@_friendly
+def zoo_multitask(
+    suite: Annotated[str, _SUITE] = "bigbench",
+    limit: Annotated[Optional[int], typer.Option(help="Use the first N zoo tasks.")] = 60,
+    out: Annotated[Optional[str], _OUT] = None,
+    steps: Annotated[int, typer.Option()] = 400,
+    per_task: Annotated[int, typer.Option(help="Train instances taken from each task.")] = 100,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    base: Annotated[Optional[str], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    logger: Annotated[str, typer.Option()] = "wandb",
+):
+    """Train the multi-task LoRA baseline on all zoo tasks together."""
+    from hypergen import api
+
+    cfg = _build_config(suite, None, None, limit, out, steps, batch_size, lr, 128, 8, base, device, 1, "ddp", 0, logger)
+    rec = api.zoo_multitask(cfg, steps=steps, per_task=per_task)
+    typer.echo(f"multitask: {rec['n_train']} examples from {len(rec['config']['tasks'])} tasks, {rec['seconds']} s")
+
+
+@zoo_app.command("list")
+@_friendly
+def zoo_list(
+    zoo: Annotated[Optional[str], typer.Option(help="Zoo folder (default: the shipped zoo/).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Each expert with its description, steps, base score and expert score."""
+    from hypergen import api
+
+    rows = api.zoo_list(zoo)
+    if as_json:
+        return _print_json(rows)
+    typer.echo(f"{'expert':42} {'metric':8} {'base':>6} {'expert':>6} {'steps':>5}  description")
+    for r in rows:
+        typer.echo(f"{r['name'][:42]:42} {r['metric']:8} {r['base_score']:6.3f} {r['expert_score']:6.3f} {r['steps']:5d}  {r['description'][:70]}")
+    better = sum(r["gain"] > 0 for r in rows)
+    typer.echo(f"{len(rows)} experts; {better} beat the base on their own task.")
+
+
+@zoo_app.command("pack")
+@_friendly
+def zoo_pack(
+    source: Annotated[str, typer.Argument(help="A built zoo folder.")],
+    dest: Annotated[str, typer.Argument(help="Where to write the compact fp16 copy (e.g. zoo/).")],
+):
+    """Copy a built zoo into a compact one for shipping (fp16, final adapters, no trajectories)."""
+    from hypergen import api
+
+    typer.echo(str(api.zoo_pack(source, dest)))
 
 
 def main() -> None:

@@ -1,0 +1,181 @@
+"""Building a zoo: one expert per task, resumable, optionally sharded across devices.
+
+For each task not yet in the zoo: score the base on the task's test instances, train the expert on
+its train instances, score the expert, write the expert folder atomically. A rerun after a crash or a
+SIGKILL skips finished experts. With devices > 1, Lightning Fabric launches one process per device and
+each rank builds every world_size-th task (the experts are independent, so nothing else is shared).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hypergen import paths
+from hypergen.errors import HypergenError
+from hypergen.zoo.expert import ExpertConfig, train_expert
+from hypergen.zoo.store import ExpertRecord, Zoo, safe_name
+
+
+@dataclass
+class BuildConfig:
+    """What to build.
+
+    suite: "bigbench" (the cache), or a path load_suite reads. split: the split file; its zoo list
+    gives the tasks and their train/test instances (tasks missing from it get a deterministic split).
+    tasks: explicit task names (default: the split's zoo list). limit: take the first N of those.
+    out: the zoo folder. eval_instances: test instances scored per task (base and expert).
+    devices / strategy: shard tasks across processes (strategy "ddp" style launch via Fabric).
+    """
+
+    suite: str = "bigbench"
+    split: str | None = None
+    tasks: list[str] | None = None
+    limit: int | None = 60
+    out: str = field(default_factory=lambda: str(paths.home() / "zoo" / "bigbench"))
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    eval_instances: int = 50
+    max_new_tokens: int = 16
+    base: str | None = None
+    device: str = "auto"
+    devices: int = 1
+    strategy: str = "ddp"
+    accelerator: str = "auto"
+
+    def __post_init__(self):
+        if isinstance(self.expert, dict):
+            self.expert = ExpertConfig(**self.expert)
+        if self.limit is not None and self.limit < 1:
+            raise HypergenError(f"--limit must be >= 1; got {self.limit}.")
+        if self.devices < 1:
+            raise HypergenError(f"--devices must be >= 1; got {self.devices}.")
+
+
+def plan(cfg: BuildConfig):
+    """(suite, split, task names) for this build."""
+    from hypergen.tasks import load_split, load_suite
+
+    suite = load_suite(cfg.suite)
+    split = load_split(cfg.split) if cfg.split else (load_split() if cfg.suite == "bigbench" else None)
+    if cfg.tasks:
+        names = [suite.get(n).name for n in cfg.tasks]  # unknown names raise with close matches
+        if split is not None:
+            leaked = [n for n in names if n in split.heldout]
+            if leaked:
+                raise HypergenError(f"{leaked} are held-out tasks: no expert may train on them. Pick zoo tasks (see data/splits).")
+    elif split is not None:
+        names = [n for n in split.zoo if n in suite.names()]
+    else:
+        names = suite.names()
+    if cfg.limit:
+        names = names[: cfg.limit]
+    if not names:
+        raise HypergenError("No tasks to build: the suite is empty or no split task is in it.")
+    return suite, split, names
+
+
+def instances(task, split, part: str):
+    """The task's instances in `part`; tasks outside the split get the same seeded rule, val kept small."""
+    from hypergen.tasks.split import SplitCriteria, _divide
+
+    if split is not None and task.name in split.instances:
+        return split.instances_of(task, part)
+    n = len(task.instances)
+    idx = _divide(n, task.name, SplitCriteria(val_size=max(1, n // 10), min_examples=max(1, n // 10) + 2))[part]
+    return [task.instances[i] for i in idx]
+
+
+def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]:
+    from hypergen.eval.scoring import score_instances
+
+    train = instances(task, split, "train")
+    test = instances(task, split, "test")[: cfg.eval_instances]
+    if not train or not test:
+        raise HypergenError(f"Task {task.name} has no train or test instances; it cannot make an expert.")
+    res.deactivate()
+    base = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
+    out = train_expert(res, [(i.input, i.targets[0]) for i in train], cfg.expert, run_name=safe_name(task.name), group="zoo")
+    res.activate(out.weights, name="scored")
+    expert = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
+    res.deactivate()
+    rec = ExpertRecord(
+        name=task.name,
+        family=task.family,
+        descriptions=list(task.descriptions),
+        categories=list(task.categories),
+        source=task.source,
+        metric="accuracy" if base.accuracy is not None else "rougeL",
+        base_score=base.to_dict(),
+        expert_score=expert.to_dict(),
+        steps=cfg.expert.steps,
+        seconds=round(out.seconds, 1),
+        n_train=out.n_examples,
+        n_truncated=out.n_truncated,
+        trajectory_steps=[s for s, _ in out.trajectory],
+        config=cfg.expert.to_dict(),
+    )
+    return rec, out
+
+
+def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
+    from tqdm.auto import tqdm
+
+    from hypergen.base import load_base
+
+    suite, split, names = plan(cfg)
+    zoo = Zoo(cfg.out)
+    todo = [n for i, n in enumerate(names) if i % world == rank and not zoo.has(n)]
+    if not todo:
+        return
+    res = load_base(cfg.base, device=cfg.device)
+    bar = tqdm(todo, desc=f"zoo[{rank}/{world}]", unit="expert", position=rank, file=sys.stderr)
+    for name in bar:
+        task = suite.get(name)
+        t = time.perf_counter()
+        rec, out = build_one(res, task, split, cfg)
+        zoo.add(rec, out.weights, out.trajectory)
+        bar.write(
+            f"[{rank}] {name}: {rec.metric} base {rec.base_score['main']:.3f} -> expert {rec.expert_score['main']:.3f} "
+            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}, {time.perf_counter() - t:.0f} s)"
+        )
+
+
+def build_zoo(cfg: BuildConfig) -> Zoo:
+    """Build (or resume) the zoo at cfg.out; returns it."""
+    from hypergen.base import load_base  # noqa: F401  (fail early on a broken install, before launching ranks)
+
+    _, _, names = plan(cfg)
+    meta = {"suite": cfg.suite, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
+    zoo = Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
+    if cfg.devices == 1:
+        _work(cfg)
+    else:
+        from lightning_fabric import Fabric
+
+        fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy)
+        fabric.launch(lambda f: _work(cfg, f.global_rank, f.world_size))
+    return Zoo(cfg.out)
+
+
+def build_multitask(cfg: BuildConfig, steps: int = 400, per_task: int = 100) -> ExpertRecord:
+    """The multi-task LoRA baseline: one adapter trained on every zoo task's train data together."""
+    from hypergen.base import load_base
+
+    suite, split, names = plan(cfg)
+    zoo = Zoo(cfg.out, create=True)
+    examples = []
+    for n in names:
+        train = instances(suite.get(n), split, "train")[:per_task]  # balanced: big tasks must not drown small ones
+        examples += [(i.input, i.targets[0]) for i in train]
+    res = load_base(cfg.base, device=cfg.device)
+    ecfg = ExpertConfig(**{**asdict(cfg.expert), "steps": steps})
+    out = train_expert(res, examples, ecfg, run_name="multitask", group="zoo")
+    rec = ExpertRecord(
+        name="multitask", family="multitask", descriptions=["All zoo tasks together."], categories=[], source=cfg.suite,
+        metric="mixed", base_score={}, expert_score={}, steps=steps, seconds=round(out.seconds, 1), n_train=out.n_examples,
+        n_truncated=out.n_truncated, trajectory_steps=[steps], config={**ecfg.to_dict(), "tasks": names, "per_task": per_task},
+    )
+    zoo.set_multitask(rec, out.weights)
+    return rec

@@ -1,0 +1,217 @@
+"""The zoo on disk: one folder per expert, plus a manifest that indexes them.
+
+    <zoo>/manifest.json                    index (rewritten atomically after every change)
+    <zoo>/experts/<name>/                  the final adapter, a PEFT folder (fp16)
+    <zoo>/experts/<name>/expert.json       the expert's record: descriptions, scores, config
+    <zoo>/experts/<name>/trajectory/       last checkpoints (step_NNNNN.safetensors; build zoos only)
+    <zoo>/multitask/                       the multi-task LoRA baseline (PEFT folder + expert.json)
+
+Each expert folder is written under a temporary name and renamed into place when complete, and the
+folder (not the manifest) is the source of truth: a build killed between the rename and the manifest
+write is reconciled on the next open. So a SIGKILL at any moment loses at most the expert in training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.lora import LoraWeights
+
+MANIFEST = "manifest.json"
+RECORD = "expert.json"
+MULTITASK = "multitask"
+
+
+@dataclass
+class ExpertRecord:
+    """Everything known about one expert. Scores are dicts from eval.scoring.TaskScore.to_dict()."""
+
+    name: str
+    family: str
+    descriptions: list[str]
+    categories: list[str]
+    source: str
+    metric: str  # "accuracy" (multiple choice, by log-likelihood) or "rougeL"
+    base_score: dict
+    expert_score: dict
+    steps: int
+    seconds: float
+    n_train: int
+    n_truncated: int = 0
+    trajectory_steps: list[int] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        return self.descriptions[0]
+
+    @property
+    def gain(self) -> float:
+        return self.expert_score["main"] - self.base_score["main"]
+
+
+def safe_name(task_name: str) -> str:
+    return task_name.replace("/", "__")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Zoo:
+    """A folder of experts. Open with Zoo(path); `create=True` makes an empty one."""
+
+    def __init__(self, root: str | Path, *, create: bool = False, meta: dict | None = None):
+        self.root = Path(root)
+        if not (self.root / MANIFEST).is_file():
+            if not create:
+                raise HypergenError(f"{self.root} is not a zoo (no {MANIFEST}); build one with `hypergen zoo build` or pass --zoo.")
+            (self.root / "experts").mkdir(parents=True, exist_ok=True)
+            self._manifest = {"version": 1, **(meta or {}), "experts": []}
+            self._write_manifest()
+        self._manifest = json.loads((self.root / MANIFEST).read_text())
+        if create:
+            self._reconcile()
+
+    # ---- reading -------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict:
+        return {k: v for k, v in self._manifest.items() if k != "experts"}
+
+    def records(self) -> list[ExpertRecord]:
+        return [ExpertRecord(**r) for r in self._manifest["experts"]]
+
+    def names(self) -> list[str]:
+        return [r["name"] for r in self._manifest["experts"]]
+
+    def __len__(self) -> int:
+        return len(self._manifest["experts"])
+
+    def has(self, name: str) -> bool:
+        return name in self.names()
+
+    def record(self, name: str) -> ExpertRecord:
+        for r in self._manifest["experts"]:
+            if r["name"] == name:
+                return ExpertRecord(**r)
+        raise HypergenError(f"No expert {name!r} in the zoo at {self.root}; `hypergen zoo list` shows what is there.")
+
+    def folder(self, name: str) -> Path:
+        return self.root / "experts" / safe_name(name)
+
+    def weights(self, name: str, dtype: torch.dtype = torch.float32) -> LoraWeights:
+        return LoraWeights.load(self.folder(name)).to(dtype=dtype)
+
+    def trajectory(self, name: str, dtype: torch.dtype = torch.float32) -> list[tuple[int, LoraWeights]]:
+        """The kept checkpoints, oldest first; only the final adapter for packed (shipped) zoos."""
+        tdir = self.folder(name) / "trajectory"
+        if not tdir.is_dir():
+            return [(self.record(name).steps, self.weights(name, dtype))]
+        final = self.weights(name, dtype)
+        out = []
+        for f in sorted(tdir.glob("step_*.safetensors")):
+            from safetensors.torch import load_file
+
+            t = load_file(str(f))
+            mods = {p: (t[f"{p}.A"].to(dtype), t[f"{p}.B"].to(dtype)) for p in final.modules}
+            out.append((int(f.stem.split("_")[1]), LoraWeights(mods, final.alpha, final.base_model)))
+        return out
+
+    def multitask(self) -> LoraWeights | None:
+        d = self.root / MULTITASK
+        return LoraWeights.load(d) if (d / "adapter_config.json").is_file() else None
+
+    # ---- writing -------------------------------------------------------------------------------
+    def add(self, record: ExpertRecord, final: LoraWeights, trajectory: list[tuple[int, LoraWeights]] | None = None, dtype=torch.float16) -> None:
+        """Write one expert folder atomically, then the manifest."""
+        from safetensors.torch import save_file
+
+        target = self.folder(record.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            final.to(dtype=dtype).save(tmp)
+            if trajectory:
+                (tmp / "trajectory").mkdir()
+                for step, w in trajectory:
+                    tensors = {f"{p}.{k}": t.to(dtype).contiguous() for p, (a, b) in w.modules.items() for k, t in (("A", a), ("B", b))}
+                    save_file(tensors, str(tmp / "trajectory" / f"step_{step:05d}.safetensors"))
+            (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        def put(m: dict) -> None:
+            m["experts"] = [r for r in m["experts"] if r["name"] != record.name] + [asdict(record)]
+
+        self._update_manifest(put)
+
+    def _update_manifest(self, change) -> None:
+        """Re-read, change and rewrite the manifest under a file lock: sharded builds write concurrently."""
+        import fcntl
+
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._manifest = json.loads((self.root / MANIFEST).read_text())
+            change(self._manifest)
+            self._write_manifest()
+
+    def set_multitask(self, record: ExpertRecord, weights: LoraWeights, dtype=torch.float16) -> None:
+        target = self.root / MULTITASK
+        tmp = Path(tempfile.mkdtemp(prefix=".multitask-", dir=self.root))
+        try:
+            weights.to(dtype=dtype).save(tmp)
+            (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _reconcile(self) -> None:
+        """Adopt complete expert folders missing from the manifest; drop entries whose folder is gone.
+
+        Runs when a build opens its zoo (create=True), before any worker starts writing."""
+        known = {r["name"] for r in self._manifest["experts"]}
+        keep = [r for r in self._manifest["experts"] if (self.folder(r["name"]) / RECORD).is_file()]
+        for d in sorted((self.root / "experts").glob("*/")):
+            if d.name.startswith(".") or not (d / RECORD).is_file():
+                continue
+            rec = json.loads((d / RECORD).read_text())
+            if rec["name"] not in known:
+                keep.append(rec)
+        for junk in (self.root / "experts").glob(".*"):
+            shutil.rmtree(junk, ignore_errors=True)  # half-written folders of a killed build
+        if keep != self._manifest["experts"]:
+            self._manifest["experts"] = keep
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        _atomic_write_text(self.root / MANIFEST, json.dumps(self._manifest, indent=2))
+
+    def pack(self, dest: str | Path, dtype=torch.float16) -> Zoo:
+        """A compact copy for shipping: final adapters only (no trajectories), in `dtype`."""
+        dest = Path(dest)
+        out = Zoo(dest, create=True, meta=self.meta)
+        for rec in self.records():
+            out.add(rec, self.weights(rec.name), None, dtype=dtype)
+        mt = self.root / MULTITASK
+        if (mt / RECORD).is_file():
+            out.set_multitask(ExpertRecord(**json.loads((mt / RECORD).read_text())), LoraWeights.load(mt), dtype=dtype)
+        return out
