@@ -29,6 +29,7 @@ from hypergen.tasks import (
     make_split,
 )
 from hypergen.tasks.bigbench import parse_task
+from hypergen.tasks.split import family_groups
 
 # --- BIG-bench -------------------------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ def test_tasks_without_description_or_usable_examples_are_skipped(bigbench_tree)
     assert names == ["arith/2_digit_multiplication", "multiemo/hotels_sentence_en", "penguins"]
     messages = " ".join(str(w.message) for w in caught)
     assert "no_description" in messages and "no_usable" in messages
-    with pytest.warns(UserWarning), pytest.raises(HypergenError, match="no usable examples"):
+    with pytest.warns(UserWarning), pytest.raises(HypergenError, match="was skipped"):
         suite.get("no_usable")
 
 
@@ -323,7 +324,7 @@ def test_jsonl_several_tasks_descriptions_and_options(tmp_path):
     "bad_line, message",
     [
         ('{"task": "t", "input": "a" "output": "b"}', "invalid JSON"),
-        ('["t", "a", "b"]', "expected an object"),
+        ('["t", "a", "b"]', "expected an object with task"),
         ({"task": "t", "input": "a"}, 'missing "output"'),
         ({"task": "t", "input": "a", "output": ""}, '"output" must be'),
         ({"task": "t", "input": "a", "output": "b", "options": ["c", "d"]}, "not one of the options"),
@@ -380,6 +381,9 @@ def synthetic_suite():
             size = 90 + (f * 37 + s * 53) % 310
             insts = [Instance(f"input {i}", [f"out {i}"]) for i in range(size)]
             tasks.append(Task(name, [f"Task {name}."], insts))
+    # Variants of one family, which must land on the same side.
+    for name in ("arith/add", "arith/mul", "modified_arith/add"):
+        tasks.append(Task(name, [f"Task {name}."], [Instance(f"{i}", ["x"]) for i in range(100)]))
     # Ineligible: too few examples, and answers too long.
     tasks.append(Task("tiny", ["Tiny."], [Instance("a", ["b"])] * 10))
     tasks.append(Task("essay", ["Essay."], [Instance("a", [" ".join(["w"] * 30)])] * 100))
@@ -389,7 +393,11 @@ def synthetic_suite():
 def check_split_integrity(split, min_heldout):
     family = lambda name: name.split("/")[0]  # noqa: E731
     assert not set(split.zoo) & set(split.heldout)
-    assert not {family(n) for n in split.zoo} & {family(n) for n in split.heldout}
+    zoo_families = {family(n) for n in split.zoo}
+    heldout_families = {family(n) for n in split.heldout}
+    assert not zoo_families & heldout_families
+    for group in family_groups(sorted(zoo_families | heldout_families)):
+        assert set(group) <= zoo_families or set(group) <= heldout_families, group
     assert len(split.heldout) >= min_heldout
     assert set(split.instances) == set(split.zoo) | set(split.heldout) == set(split.sizes)
     c = split.criteria
@@ -401,6 +409,20 @@ def check_split_integrity(split, min_heldout):
         n_test = c["test_size"] if size >= c["small_task_size"] else math.ceil(c["test_fraction"] * size)
         assert (len(test), len(val)) == (n_test, c["val_size"])
         assert len(train) == min(c["max_train"], size - n_test - c["val_size"])
+
+
+@pytest.mark.parametrize(
+    "families, groups",
+    [
+        (["arithmetic", "modified_arithmetic", "color"], [["arithmetic", "modified_arithmetic"], ["color"]]),
+        (["entailed_polarity", "entailed_polarity_hindi"], [["entailed_polarity", "entailed_polarity_hindi"]]),
+        (["ipa_x_nli", "ipa_x_transliterate", "ipa"], [["ipa", "ipa_x_nli", "ipa_x_transliterate"]]),
+        # Whole words only: "color" is not inside "colored".
+        (["color", "reasoning_about_colored_objects"], [["color"], ["reasoning_about_colored_objects"]]),
+    ],
+)
+def test_family_groups(families, groups):
+    assert family_groups(families) == groups
 
 
 def test_make_split_on_a_synthetic_suite():

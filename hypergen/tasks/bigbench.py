@@ -121,10 +121,10 @@ def load_bigbench(path: Path) -> TaskSuite:
     parents = {f.parent.parent for f in files}
     loaders = {}
     for file in files:
-        if file.parent in parents and file != path:  # a parent task: its subtasks carry the examples
+        if path.is_dir() and file.parent in parents:  # a parent task: its subtasks hold the examples
             continue
         name = task_name(file)
-        loaders[name] = lambda file=file, name=name: load_task_file(file, name)
+        loaders[name] = lambda file=file, name=name: load_task_file(file, name)  # bound per file
     return TaskSuite(loaders=dict(sorted(loaders.items())))
 
 
@@ -141,7 +141,7 @@ def load_task_file(file: Path, name: str | None = None) -> Task | None:
     name = name or task_name(file)
     data = read_json(file)
     if not isinstance(data, dict):
-        raise HypergenError(f"{file}: expected a JSON object with 'examples', got {type(data).__name__}.")
+        raise HypergenError(f"{file}: expected a JSON object with 'examples' (a BIG-bench task).")
     parent_file = file.parent.parent / "task.json"
     parent = read_json(parent_file) if "/" in name and parent_file.exists() else None
     return parse_task(data, name, parent)

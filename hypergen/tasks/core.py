@@ -1,4 +1,4 @@
-"""Tasks and task suites: what every data source (BIG-bench, Super-NaturalInstructions, our JSONL) becomes.
+"""Tasks and task suites: what every source (BIG-bench, Super-NaturalInstructions, our JSONL) becomes.
 
 A `Task` is a name, a few ways to describe it in words, and its instances. A `TaskSuite` is an ordered
 collection of tasks. Big sources are loaded lazily: BIG-bench is 1.7 GB of JSON, so a suite holds one
@@ -15,10 +15,11 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from hypergen.errors import HypergenError
 
-Source = str  # "bigbench" | "sni" | "jsonl"
+Source = Literal["bigbench", "sni", "jsonl"]
 
 
 @dataclass
@@ -123,7 +124,10 @@ class TaskSuite:
         self._check_known(name)
         task = self._load(name)
         if task is None:
-            raise HypergenError(f"Task {name!r} has no usable examples (see the warning above).")
+            raise HypergenError(
+                f"Task {name!r} was skipped (see the warning above): give it a description and "
+                "examples with an input and a target."
+            )
         return task
 
     def select(self, names: Iterable[str]) -> TaskSuite:
@@ -144,13 +148,13 @@ class TaskSuite:
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    """"Unknown task 'x'. Did you mean ...?" with close spellings first, then names containing it."""
+    """The "Unknown task 'x'. Did you mean ...?" message: close spellings, then names containing it."""
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
     # Short names ("multiplication") rarely spell-match long ones, so also offer names containing them.
     needle = name.lower()
     close += [k for k in known if needle and needle in k.lower() and k not in close][: 5 - len(close)]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"Unknown {kind} {name!r}.{hint} There are {len(known)} {kind}s; names() lists them."
+    return f"Unknown {kind} {name!r}.{hint} There are {len(known)} {kind}s."
 
 
 def shuffle_options(options: list[str], key: str) -> list[str]:
@@ -223,7 +227,7 @@ def _squash(text: str) -> str:
 
 
 def read_json(path: Path):
-    """json.load that names the file and line on a syntax error, which is what a user needs to fix it."""
+    """json.load that names the file and line on a syntax error: what a user needs to fix it."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)

@@ -1,7 +1,7 @@
 """hypergen's own task format: JSON Lines, one instance per line, any number of tasks per file.
 
-    {"task": "antonyms", "input": "hot", "output": "cold", "description": "Give the antonym of the word."}
-    {"task": "sentiment", "input": "Loved it.", "output": "Positive", "options": ["Positive", "Negative"]}
+    {"task": "antonyms", "input": "hot", "output": "cold", "description": "Give the antonym."}
+    {"task": "sentiment", "input": "Loved it.", "output": "Good", "options": ["Good", "Bad"]}
 
 "output" is a string or a list of accepted answers (the first is the label). "options" makes the
 instance multiple choice: they are shuffled with a fixed seed and appended to the input, as for
@@ -57,10 +57,12 @@ def _records(file: Path):
             except json.JSONDecodeError as e:
                 raise HypergenError(f"{where}: invalid JSON ({e.msg}, column {e.colno}).") from e
             if not isinstance(record, dict):
-                raise HypergenError(f"{where}: expected an object like {{\"task\": ..., \"input\": ..., \"output\": ...}}.")
+                raise HypergenError(f"{where}: expected an object with task, input and output.")
             for key in ("task", "input", "output"):
                 if key not in record:
-                    raise HypergenError(f'{where}: missing "{key}" (each line needs task, input and output).')
+                    raise HypergenError(
+                        f'{where}: missing "{key}" (each line needs task, input and output).'
+                    )
             if not isinstance(record["task"], str) or not record["task"].strip():
                 raise HypergenError(f'{where}: "task" must be a non-empty string.')
             if not isinstance(record["input"], str):
@@ -74,14 +76,16 @@ def _instance(record: dict, file: Path, lineno: int) -> Instance:
     where = f"{file}, line {lineno}"
     output = record["output"]
     targets = [output] if isinstance(output, str) else output
-    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t.strip() for t in targets):
+    valid = isinstance(targets, list) and all(isinstance(t, str) and t.strip() for t in targets)
+    if not (valid and targets):
         raise HypergenError(f'{where}: "output" must be a non-empty string or a list of them.')
     targets = [t.strip() for t in targets]
     text = record["input"].strip()
     options = record.get("options")
     if options is None:
         return Instance(text, targets)
-    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
+    valid = isinstance(options, list) and all(isinstance(o, str) and o.strip() for o in options)
+    if not (valid and len(options) >= 2):
         raise HypergenError(f'{where}: "options" must be a list of at least two strings.')
     options = [o.strip() for o in options]
     missing = [t for t in targets if t not in options]

@@ -10,6 +10,7 @@ extracted cache) with:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -73,7 +74,7 @@ class Split:
     zoo: list[str]
     """Ordered round-robin over families: the first N tasks cover as many families as possible."""
     heldout: list[str]
-    """Whole families that no zoo task belongs to."""
+    """Whole families (with their related families, see `family_groups`) that no zoo task shares."""
     instances: dict[str, dict[str, list[int]]]
     """task -> {"train", "val", "test"} -> indices into task.instances."""
     sizes: dict[str, int] = field(default_factory=dict)
@@ -166,24 +167,25 @@ def make_split(suite: TaskSuite, seed: int = 0, criteria: SplitCriteria | None =
     for s in pool:
         by_family[s.family].append(s.name)
 
-    rng = random.Random(seed)
     families = sorted(by_family)
-    rng.shuffle(families)
+    groups = family_groups(families)
+    random.Random(seed).shuffle(groups)
     want = max(1, round(c.heldout_family_fraction * len(families)))
     heldout_families: list[str] = []
-    for family in families[:-1]:  # at least one family stays in the zoo
+    for group in groups[:-1]:  # at least one group stays in the zoo
         enough = sum(len(by_family[f]) for f in heldout_families) >= c.min_heldout_tasks
         if len(heldout_families) >= want and enough:
             break
-        heldout_families.append(family)
-    zoo_families = [f for f in families if f not in heldout_families]
+        heldout_families += group
+    zoo_families = [f for group in groups for f in group if f not in heldout_families]
 
     sizes = {s.name: s.size for s in pool}
     heldout = sorted(n for f in heldout_families for n in by_family[f])
     zoo = _round_robin({f: _shuffled(by_family[f], f"{seed}:{f}") for f in zoo_families})
-    instances = {name: _divide(sizes[name], f"{seed}:{name}", c) for name in sorted(sizes)}
+    instances = {name: divide_instances(sizes[name], f"{seed}:{name}", c) for name in sorted(sizes)}
     counts = {
-        "tasks_with_examples": len(stats),
+        "tasks": len(suite),
+        "tasks_loaded": len(stats),  # the rest were skipped with a warning
         "eligible": len(pool),
         "families": len(families),
         "zoo": len(zoo),
@@ -192,7 +194,33 @@ def make_split(suite: TaskSuite, seed: int = 0, criteria: SplitCriteria | None =
         "heldout_families": sorted(heldout_families),
         "families_in_first_60_zoo": len({n.split("/")[0] for n in zoo[:60]}),
     }
-    return Split(VERSION, seed, zoo, heldout, instances, dict(sorted(sizes.items())), asdict(c), counts)
+    sizes = dict(sorted(sizes.items()))
+    return Split(VERSION, seed, zoo, heldout, instances, sizes, asdict(c), counts)
+
+
+def family_groups(families: list[str]) -> list[list[str]]:
+    """Families that are variants of one another, which must fall on the same side of the split.
+
+    Related means one name inside the other, word for word (arithmetic and modified_arithmetic,
+    entailed_polarity and entailed_polarity_hindi), or the same first two words
+    (international_phonetic_alphabet_nli and _transliterate). Holding out one while training on the
+    other would test a near copy of a zoo task.
+    """
+    group = {f: {f} for f in families}
+    for a, b in itertools.combinations(families, 2):
+        if _related(a, b) and group[a] is not group[b]:
+            merged = group[a] | group[b]
+            for f in merged:
+                group[f] = merged
+    return sorted({id(g): sorted(g) for g in group.values()}.values())
+
+
+def _related(a: str, b: str) -> bool:
+    wa, wb = a.split("_"), b.split("_")
+    if len(wa) > 1 and len(wb) > 1 and wa[:2] == wb[:2]:
+        return True
+    short, long = sorted((wa, wb), key=len)
+    return any(long[i : i + len(short)] == short for i in range(len(long) - len(short) + 1))
 
 
 def _shuffled(items: list[str], key: str) -> list[str]:
@@ -210,7 +238,7 @@ def _round_robin(groups: dict[str, list[str]]) -> list[str]:
     return order
 
 
-def _divide(size: int, key: str, c: SplitCriteria) -> dict[str, list[int]]:
+def divide_instances(size: int, key: str, c: SplitCriteria) -> dict[str, list[int]]:
     perm = random.Random(key).sample(range(size), size)
     n_test = c.test_size if size >= c.small_task_size else math.ceil(c.test_fraction * size)
     val_end = n_test + c.val_size

@@ -78,12 +78,12 @@ def plan(cfg: BuildConfig):
 
 def instances(task, split, part: str):
     """The task's instances in `part`; tasks outside the split get the same seeded rule, val kept small."""
-    from hypergen.tasks.split import SplitCriteria, _divide
+    from hypergen.tasks.split import SplitCriteria, divide_instances
 
     if split is not None and task.name in split.instances:
         return split.instances_of(task, part)
     n = len(task.instances)
-    idx = _divide(n, task.name, SplitCriteria(val_size=max(1, n // 10), min_examples=max(1, n // 10) + 2))[part]
+    idx = divide_instances(n, task.name, SplitCriteria(val_size=max(1, n // 10), min_examples=max(1, n // 10) + 2))[part]
     return [task.instances[i] for i in idx]
 
 

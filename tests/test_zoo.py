@@ -1,0 +1,127 @@
+"""Expert training and the zoo on the tiny model: records, trajectories, resumability under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.paths import REPO_ROOT
+from hypergen.zoo.build import BuildConfig, build_multitask, build_zoo
+from hypergen.zoo.expert import ExpertConfig, train_expert
+from hypergen.zoo.store import Zoo
+
+DEMO = str(REPO_ROOT / "data" / "demo" / "demo.jsonl")
+
+
+def tiny_cfg(tiny_path, out, **kw):
+    expert = ExpertConfig(steps=6, batch_size=4, every=2, keep_last=3, warmup=2, logger="none", progress=False)
+    return BuildConfig(suite=DEMO, out=str(out), base=str(tiny_path), limit=None, expert=expert, eval_instances=4, max_new_tokens=3, **kw)
+
+
+def test_expert_training_learns_and_keeps_trajectory(resident):
+    examples = [(f"item {i}", "zz") for i in range(12)]
+    out = train_expert(resident, examples, ExpertConfig(steps=20, batch_size=4, lr=1e-2, warmup=2, every=5, keep_last=3, logger="none", progress=False))
+    assert out.losses[-1] < out.losses[0] - 0.2  # a random tiny base learns slowly; the real-model test asks for more
+    assert [s for s, _ in out.trajectory] == [10, 15, 20]
+    assert torch.equal(out.trajectory[-1][1].modules[next(iter(out.weights.modules))][1], out.weights.modules[next(iter(out.weights.modules))][1])
+    assert resident.active is None  # the base is left as it was found
+    b = next(iter(out.weights.modules.values()))[1]
+    assert b.abs().sum() > 0  # B started at zero: it trained
+
+
+def test_expert_config_rejects_bad_values():
+    with pytest.raises(HypergenError, match="steps must be >= 1"):
+        ExpertConfig(steps=0)
+    with pytest.raises(HypergenError, match="lr must be"):
+        ExpertConfig(lr=3.0)
+
+
+def test_build_writes_records_and_resumes(tiny_path, tmp_path):
+    cfg = tiny_cfg(tiny_path, tmp_path / "zoo")
+    zoo = build_zoo(cfg)
+    names = zoo.names()
+    assert names == ["antonyms", "review_sentiment", "reverse_words", "uppercase"]
+    rec = zoo.record("review_sentiment")
+    assert rec.metric == "accuracy" and rec.base_score["n"] == 4 and rec.trajectory_steps == [2, 4, 6]
+    assert len(zoo.trajectory("antonyms")) == 3
+    assert zoo.weights("antonyms").rank == 8
+    mtime = (zoo.folder("antonyms") / "expert.json").stat().st_mtime
+    build_zoo(cfg)  # nothing left to do: no expert is retrained
+    assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
+
+    packed = zoo.pack(tmp_path / "packed")
+    assert packed.names() == names and not (packed.folder("antonyms") / "trajectory").exists()
+    assert next(iter(packed.weights("antonyms").modules.values()))[0].dtype == torch.float32  # loaded back as fp32
+    from safetensors import safe_open
+
+    with safe_open(str(packed.folder("antonyms") / "adapter_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+
+
+def test_heldout_tasks_cannot_be_built(tiny_path, tmp_path):
+    from hypergen.tasks import load_split
+
+    split = load_split()
+    cfg = BuildConfig(suite=DEMO, split=str(REPO_ROOT / "data/splits/bigbench.json"), tasks=["antonyms"], out=str(tmp_path / "z"), base=str(tiny_path))
+    # a demo task is not in the bigbench split, so it is allowed; a held-out name must be refused
+    assert split.heldout
+    from hypergen.zoo.build import plan
+
+    plan(cfg)
+
+
+def test_multitask_is_stored_beside_the_experts(tiny_path, tmp_path):
+    cfg = tiny_cfg(tiny_path, tmp_path / "zoo")
+    rec = build_multitask(cfg, steps=4, per_task=10)
+    assert rec.n_train == 40 and rec.config["tasks"] == ["antonyms", "review_sentiment", "reverse_words", "uppercase"]
+    assert Zoo(tmp_path / "zoo").multitask().rank == 8
+
+
+def test_sigkill_at_any_moment_loses_nothing(tiny_path, tmp_path):
+    """Kill the build with SIGKILL several times at different moments; the rerun finishes the zoo."""
+    out = tmp_path / "zoo"
+    cmd = [
+        sys.executable, "-m", "hypergen.cli", "zoo", "build", "--suite", DEMO, "--out", str(out), "--base", str(tiny_path),
+        "--steps", "30", "--batch-size", "4", "--eval-instances", "4", "--logger", "none", "--limit", "4",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    kills = 0
+    for delay in (4.0, 6.0, 7.5):
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            kills += 1
+        p.wait()
+        if (out / "manifest.json").is_file():
+            json.loads((out / "manifest.json").read_text())  # never half-written
+    assert kills >= 1
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    zoo = Zoo(out)
+    assert sorted(zoo.names()) == sorted(["antonyms", "review_sentiment", "reverse_words", "uppercase"])
+    for n in zoo.names():
+        zoo.weights(n).validate_for(__import__("hypergen.base", fromlist=["x"]).load_base(tiny_path).model)
+    assert not [p for p in (out / "experts").iterdir() if p.name.startswith(".")]  # no half-written folder left
+
+
+def test_zoo_list_cli(tiny_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from hypergen.cli import app
+
+    build_zoo(tiny_cfg(tiny_path, tmp_path / "zoo"))
+    r = CliRunner().invoke(app, ["zoo", "list", "--zoo", str(tmp_path / "zoo"), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [x["name"] for x in rows][:2] == ["antonyms", "review_sentiment"] and {"base_score", "expert_score", "steps", "description"} <= set(rows[0])
+    r = CliRunner().invoke(app, ["zoo", "list", "--zoo", str(tmp_path / "nothing")])
+    assert r.exit_code == 1 and "not a zoo" in r.stderr
