@@ -145,3 +145,107 @@ def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
 def zoo_pack(source: str | Path, dest: str | Path) -> Path:
     """Copy a built zoo into a compact shippable one (fp16, final adapters only)."""
     return zoo(source).pack(dest).root
+
+
+# ---- generators --------------------------------------------------------------------------------
+DEFAULT_GENERATOR = "sg"  # to be set by the held-out evaluation (docs/results)
+MAX_DESCRIPTION_CHARS = 4000
+
+
+def generators_dir() -> Path:
+    """Shipped generator checkpoints (repo generators/), else the local cache."""
+    shipped = paths.REPO_ROOT / "generators"
+    return shipped if any(shipped.glob("*/generator.json")) else paths.home() / "generators"
+
+
+def list_generators() -> list[str]:
+    from hypergen.generators import registered
+
+    return sorted(registered())
+
+
+@functools.lru_cache(maxsize=2)
+def bank(zoo_path: str | None = None, encoder_name: str = "minilm"):
+    """The zoo as tensors (expert embeddings + weights), built once per process."""
+    from hypergen.generators import ExpertBank
+
+    z = zoo(zoo_path)
+    b = ExpertBank.from_zoo(z, encoder(encoder_name))
+    mt = z.multitask()
+    if mt is not None:
+        b.meta["multitask"] = mt
+    return b
+
+
+@functools.lru_cache(maxsize=8)
+def get_generator(name: str | None = None, zoo_path: str | None = None, encoder_name: str = "minilm", checkpoint: str | None = None):
+    """A ready generator: trained families load their checkpoint, baselines are built on the bank."""
+    from hypergen.generators import build, get_family, load_generator
+
+    name = name or DEFAULT_GENERATOR
+    cls = get_family(name)  # unknown names list the registered ones
+    b = bank(zoo_path, encoder_name)
+    if not cls.trainable:
+        return build(name, b)
+    folder = Path(checkpoint) if checkpoint else generators_dir() / name
+    if not (folder / "generator.json").is_file():
+        raise HypergenError(f"No trained {name} generator at {folder}; train it with `hypergen train {name}`.")
+    return load_generator(folder, b, family=name)
+
+
+def generate(
+    description: str,
+    generator: str | None = None,
+    *,
+    samples: int = 1,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    inputs: Sequence[str] | None = None,
+    activate: bool = True,
+    zoo_path: str | None = None,
+    checkpoint: str | None = None,
+    base: str | None = None,
+    device: str = "auto",
+    encoder_name: str = "minilm",
+    max_new_tokens: int = 32,
+):
+    """Description in, adapter out (and active in the resident base). Returns a GenerationResult with
+    `.answers` when inputs are given. Encoder, generator and base stay resident between calls."""
+    import time
+    import warnings
+
+    if not isinstance(description, str) or not description.strip():
+        raise HypergenError("Empty description: describe the task in words, e.g. \"Label each tweet as sarcastic or not.\"")
+    if samples < 1:
+        raise HypergenError(f"--samples must be >= 1; got {samples}.")
+    notes = []
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        notes.append(f"Description truncated from {len(description)} to {MAX_DESCRIPTION_CHARS} characters.")
+        description = description[:MAX_DESCRIPTION_CHARS]
+    gen = get_generator(generator, zoo_path, encoder_name, checkpoint)
+    enc = encoder(encoder_name)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb = enc.encode([description])[0]
+    notes += [str(w.message) for w in caught if "Description is" in str(w.message)]
+    t1 = time.perf_counter()
+    res = gen.generate(emb, description=description, samples=samples, seed=seed)
+    t2 = time.perf_counter()
+    res.warnings = notes + res.warnings
+    timings = {"encode": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000}
+    model = None
+    if activate or inputs:
+        model = resident(base, device)
+        if res.weights.base_model and res.weights.base_model != model.name:
+            raise HypergenError(f"The zoo was built for base model {res.weights.base_model!r}, but the loaded base is {model.name!r}.")
+        model.activate(res.weights, name="generated")
+        timings["activate"] = (time.perf_counter() - t2) * 1000
+    timings["total"] = (time.perf_counter() - t0) * 1000
+    res.timings_ms = timings
+    if out is not None:
+        res.weights.meta = {"generator": res.generator, "description": description, **{k: v for k, v in res.summary().items() if k in ("neighbors", "max_similarity", "in_range", "uncertainty")}}
+        res.weights.save(out)
+    res.answers = model.answer(list(inputs), max_new_tokens=max_new_tokens) if inputs else []
+    return res
