@@ -145,7 +145,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     if cfg.logger == "wandb" and os.environ.get("WANDB_MODE") != "disabled":
         import wandb
 
-        wandb.finish(quiet=True)
+        wandb.finish()
     summary = {
         "family": generator.family,
         "config": generator.config.to_dict(),

@@ -187,7 +187,7 @@ def train_expert(
         if trainer.logger and hasattr(trainer.logger, "experiment") and cfg.logger == "wandb":
             import wandb
 
-            wandb.finish(quiet=True)
+            wandb.finish()
     seconds = time.perf_counter() - t
     weights = resident.weights(SLOT)
     resident.deactivate()
