@@ -245,49 +245,43 @@ class ResidentModel:
         *,
         description: str | None = None,
         adapter_names: Sequence[str | None] | None = None,
-        batch_size: int = 16,
     ) -> list[list[float]]:
         """Log-likelihood of each candidate answer (plus the end-of-turn token) after each prompt."""
         prompts = self.prompts(texts, description)
         if len(candidates) != len(prompts):
             raise HypergenError(f"score needs one candidate list per input; got {len(candidates)} for {len(prompts)} inputs.")
         eos = self.tokenizer.eos_token_id
-        pairs, owners = [], []
+        out: list[list[float]] = []
         for i, (p, cands) in enumerate(zip(prompts, candidates)):
             p_ids = self.tokenizer(p, add_special_tokens=False)["input_ids"]
-            for c in cands:
-                c_ids = self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos]
-                pairs.append((p_ids, c_ids))
-                owners.append(i)
-        scores: list[float] = []
-        for j in range(0, len(pairs), batch_size):
-            chunk = pairs[j : j + batch_size]
-            rows = [adapter_names[owners[j + k]] for k in range(len(chunk))] if adapter_names is not None else None
-            scores += self._loglik(chunk, rows)
-        out: list[list[float]] = [[] for _ in prompts]
-        for i, s in zip(owners, scores):
-            out[i].append(s)
+            c_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in cands]
+            row = [adapter_names[i]] if adapter_names is not None else None
+            out.append(self._loglik_shared_prompt(p_ids, c_ids, row))
         return out
 
-    def _loglik(self, pairs, rows) -> list[float]:
-        # Right-padded batch of prompt+candidate; sum log p(candidate tokens | prefix).
-        lens = [len(p) + len(c) for p, c in pairs]
-        T = max(lens)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(pairs), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(pairs), T), dtype=torch.long)
-        target = torch.zeros((len(pairs), T), dtype=torch.bool)
-        for k, (p, c) in enumerate(pairs):
-            ids[k, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[k, : len(p) + len(c)] = 1
-            target[k, len(p) : len(p) + len(c)] = True
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        extra = self._rows(rows, len(pairs))
-        with self._context(rows):
-            logits = self.forward_model()(input_ids=ids, attention_mask=mask, **extra).logits.float()  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
-        return (logp * target[:, 1:].to(logp.device)).sum(-1).tolist()
-
+    def _loglik_shared_prompt(self, p_ids: list[int], c_ids: list[list[int]], row) -> list[float]:
+        # The prompt runs once and its KV cache is shared by every candidate: options are a few tokens
+        # after a long prompt, so this is ~n_options times cheaper than scoring prompt+option rows.
+        n, P = len(c_ids), len(p_ids)
+        model = self.forward_model()
+        with self._context(row):
+            pre = model(input_ids=torch.tensor([p_ids], device=self.device), use_cache=True, **self._rows(row, 1))
+            first = torch.log_softmax(pre.logits[0, -1].float(), -1)  # (V,) next-token after the prompt
+            T = max(len(c) for c in c_ids)
+            ids = torch.full((n, T), self.tokenizer.pad_token_id, dtype=torch.long)
+            for k, c in enumerate(c_ids):
+                ids[k, : len(c)] = torch.tensor(c)
+            mask = torch.cat([torch.ones(n, P, dtype=torch.long), (torch.arange(T)[None] < torch.tensor([len(c) for c in c_ids])[:, None]).long()], 1)
+            cache = pre.past_key_values
+            cache.batch_repeat_interleave(n)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            extra = self._rows(row * n if row is not None else None, n)
+            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, **extra).logits.float()  # (n, T, V)
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # (n, T-1)
+        scores = []
+        for k, c in enumerate(c_ids):
+            scores.append(float(first[c[0]]) + float(logp[k, : len(c) - 1].sum()))
+        return scores
 
 def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: torch.dtype | None = None) -> ResidentModel:
     """Load the default base (SmolLM2-135M-Instruct, converted on first use) or any local HF folder."""

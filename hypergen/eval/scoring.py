@@ -16,8 +16,8 @@ from hypergen.tasks import Instance, exact_match, rouge_l
 
 @dataclass
 class TaskScore:
-    rougeL: float  # mean ROUGE-L F, 0..1
-    exact_match: float  # mean, 0..1
+    rougeL: float | None  # mean ROUGE-L F, 0..1; None when answers were not generated
+    exact_match: float | None  # mean, 0..1
     accuracy: float | None  # log-likelihood accuracy over options, 0..1; None when not multiple choice
     n: int
 
@@ -45,13 +45,20 @@ def score_instances(
     description: str | None = None,
     max_new_tokens: int = 16,
     adapter_names: Sequence[str | None] | None = None,
+    generate: bool | None = None,
 ) -> TaskScore:
-    """Score the currently active adapter (or per-row adapter_names) on instances."""
-    answers = res.answer([i.input for i in instances], description=description, max_new_tokens=max_new_tokens, adapter_names=adapter_names)
-    rl = sum(rouge_l(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
-    em = sum(exact_match(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
-    acc = None
-    if all(i.options for i in instances):
+    """Score the currently active adapter (or per-row adapter_names) on instances.
+
+    generate=None: generated-text metrics only for free-form tasks, log-likelihood accuracy only for
+    multiple choice (generation is the slow part on a CPU); True/False force generation on/off.
+    """
+    mc = all(i.options for i in instances)
+    rl = em = acc = None
+    if generate or (generate is None and not mc):
+        answers = res.answer([i.input for i in instances], description=description, max_new_tokens=max_new_tokens, adapter_names=adapter_names)
+        rl = sum(rouge_l(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
+        em = sum(exact_match(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
+    if mc:
         probs = option_probs(res, instances, description=description, adapter_names=adapter_names)
         acc = sum(i.options[max(range(len(p)), key=p.__getitem__)] in i.targets for p, i in zip(probs, instances)) / len(instances)
     return TaskScore(rl, em, acc, len(instances))

@@ -138,7 +138,7 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
         zoo.add(rec, out.weights, out.trajectory)
         bar.write(
             f"[{rank}] {name}: {rec.metric} base {rec.base_score['main']:.3f} -> expert {rec.expert_score['main']:.3f} "
-            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}, {time.perf_counter() - t:.0f} s)"
+            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)"
         )
 
 
