@@ -249,3 +249,63 @@ def generate(
         res.weights.save(out)
     res.answers = model.answer(list(inputs), max_new_tokens=max_new_tokens) if inputs else []
     return res
+
+
+def train(
+    name: str,
+    cfg=None,
+    *,
+    zoo_path: str | None = None,
+    out: str | Path | None = None,
+    encoder_name: str = "minilm",
+    base: str | None = None,
+    device: str = "auto",
+    **family_config,
+) -> dict:
+    """Train a generator family on the zoo (TrainConfig `cfg`); writes its checkpoint to `out`
+    (default: the cache's generators/NAME; `hypergen train --out generators/NAME` to ship it)."""
+    from hypergen.generators import ExpertBank, build, get_family
+    from hypergen.generators.train import TrainConfig, train_generator
+
+    cfg = cfg or TrainConfig()
+    cls = get_family(name)
+    if not cls.trainable:
+        raise HypergenError(f"The {name} generator has nothing to train; trainable: {', '.join(n for n in list_generators() if get_family(n).trainable)}.")
+    z = zoo(zoo_path)
+    names = [n for n in z.names() if n not in set(cfg.val_experts)]
+    unknown = sorted(set(cfg.val_experts) - set(z.names()))
+    if unknown:
+        raise HypergenError(f"--val-experts names unknown experts {unknown}; `hypergen zoo list` shows them.")
+    b = ExpertBank.from_zoo(z, encoder(encoder_name), names=names)
+    gen = build(name, b, **family_config)
+    sft = None
+    if cfg.objective == "sft":
+        from hypergen.generators.sft import prepare_sft
+
+        sft = prepare_sft(b, z, resident(base, device), cfg)
+    out = Path(out) if out else paths.home() / "generators" / name
+    summary = train_generator(gen, cfg, out, sft_data=sft, run_name=name)
+    if cfg.val_experts:
+        summary["val"] = validation_error(gen, z, cfg.val_experts, encoder_name)
+        (out / "train.json").write_text(__import__("json").dumps(summary, indent=2, default=str))
+    summary["out"] = str(out)
+    return summary
+
+
+def validation_error(gen, z, names, encoder_name: str = "minilm") -> dict:
+    """Relative L2 distance of the generated adapter to held-out experts' weights, per expert and mean.
+
+    Measured on the full weight update dW = s * B @ A of every module (gauge-free: A and B alone are
+    only defined up to an invertible r x r transform)."""
+    import torch
+
+    enc = encoder(encoder_name)
+    per = {}
+    for n in names:
+        rec = z.record(n)
+        target = z.weights(n)
+        got = gen.generate(enc.encode([rec.description])[0]).weights
+        num = sum(float((got.delta(p) - target.delta(p)).pow(2).sum()) for p in target.modules)
+        den = sum(float(target.delta(p).pow(2).sum()) for p in target.modules)
+        per[n] = (num / max(den, 1e-20)) ** 0.5
+    return {"rel_l2_dW": per, "mean": sum(per.values()) / max(1, len(per))}

@@ -207,6 +207,44 @@ def zoo_pack(
     typer.echo(str(api.zoo_pack(source, dest)))
 
 
+@app.command()
+@_friendly
+def train(
+    generator: Annotated[str, typer.Argument(help="Family to train: sg, icm, abmll.")],
+    objective: Annotated[str, typer.Option(help="recon (match expert weights) or sft (loss through the base model).")] = "recon",
+    zoo: Annotated[Optional[str], typer.Option(help="Zoo folder (default: shipped zoo/, else the cache build).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Checkpoint folder (default ~/.cache/hypergen/generators/NAME).")] = None,
+    steps: Annotated[int, typer.Option()] = 1000,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    val_experts: Annotated[Optional[list[str]], typer.Option("--val-experts", help="Expert names held out to measure reconstruction (repeat).")] = None,
+    devices: Annotated[int, typer.Option(help="Lightning devices (processes) per node.")] = 1,
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp.")] = "auto",
+    num_nodes: Annotated[int, typer.Option()] = 1,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu.")] = "auto",
+    encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
+    base: Annotated[Optional[str], typer.Option(help="Base model folder for --objective sft.")] = None,
+    logger: Annotated[str, typer.Option(help="wandb (offline by default), csv or none.")] = "wandb",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Train a generator on the zoo with Lightning (resumable; rerun to continue)."""
+    from hypergen import api
+    from hypergen.generators.train import TrainConfig
+
+    cfg = TrainConfig(
+        objective=objective, steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_experts=tuple(val_experts or ()),
+        devices=devices, strategy=strategy, num_nodes=num_nodes, accelerator=accelerator, logger=logger,
+    )
+    summary = api.train(generator, cfg, zoo_path=zoo, out=out, encoder_name=encoder, base=base)
+    if as_json:
+        return _print_json({k: v for k, v in summary.items() if k != "history"})
+    typer.echo(f"{generator}: {summary['seconds']} s on {summary['world_size']} process(es); final {summary['final']}")
+    if "val" in summary:
+        typer.echo(f"held-out experts: mean relative dW error {summary['val']['mean']:.3f}")
+    typer.echo(f"saved to {summary['out']}")
+
+
 def main() -> None:
     app()
 

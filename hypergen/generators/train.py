@@ -104,7 +104,12 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     if not generator.trainable:
         raise HypergenError(f"The {generator.family} generator has nothing to train; use it directly.")
     out = Path(out)
-    ckpt_dir = paths.runs_dir() / "generators" / (run_name or generator.family) / "ckpt"
+    # resume only the very same run: same family config, training config, experts and destination
+    import hashlib
+
+    key = json.dumps([generator.family, generator.config.to_dict(), asdict(cfg), generator.bank.names, str(out.resolve())], sort_keys=True, default=str)
+    run_id = hashlib.sha1(key.encode()).hexdigest()[:10]
+    ckpt_dir = paths.runs_dir() / "generators" / f"{run_name or generator.family}-{run_id}" / "ckpt"
     pl.seed_everything(cfg.seed, verbose=False)
     data = generator.training_examples()
     if len(data) == 0:
