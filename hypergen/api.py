@@ -225,6 +225,7 @@ def generate(
         description = description[:MAX_DESCRIPTION_CHARS]
     gen = get_generator(generator, zoo_path, encoder_name, checkpoint)
     enc = encoder(encoder_name)
+    model = resident(base, device) if (activate or inputs) else None  # loaded once, outside the timings
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -235,9 +236,7 @@ def generate(
     t2 = time.perf_counter()
     res.warnings = notes + res.warnings
     timings = {"encode": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000}
-    model = None
-    if activate or inputs:
-        model = resident(base, device)
+    if model is not None:
         if res.weights.base_model and res.weights.base_model != model.name:
             raise HypergenError(f"The zoo was built for base model {res.weights.base_model!r}, but the loaded base is {model.name!r}.")
         model.activate(res.weights, name="generated")

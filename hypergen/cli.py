@@ -209,6 +209,68 @@ def zoo_pack(
 
 @app.command()
 @_friendly
+def generate(
+    description: Annotated[str, typer.Argument(help="The task in plain words.")],
+    generator: Annotated[Optional[str], typer.Option(help="Generator family (default: the best by evaluation). `hypergen generators` lists them.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Write the adapter here as a PEFT folder.")] = None,
+    input: Annotated[Optional[list[str]], typer.Option("--input", help="Answer this input with the adapter active (repeat).")] = None,
+    samples: Annotated[int, typer.Option(help="Adapters to sample (the spread is reported; the adapter is their mean).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+    zoo: Annotated[Optional[str], typer.Option(help="Zoo folder (default: shipped zoo/).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Generator checkpoint folder (default: generators/NAME).")] = None,
+    base: Annotated[Optional[str], typer.Option(help="A local HF model folder instead of SmolLM2.")] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=2048)] = 32,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Describe a task, get a LoRA adapter: written as a PEFT folder and used on --input right away."""
+    from hypergen import api
+
+    activate = bool(input)
+    res = api.generate(
+        description, generator, samples=samples, seed=seed, out=out, inputs=input, activate=activate, zoo_path=zoo,
+        checkpoint=checkpoint, base=base, device=device, encoder_name=encoder, max_new_tokens=max_new_tokens,
+    )
+    summary = res.summary()
+    summary["out"] = out
+    summary["answers"] = [{"input": i, "answer": a} for i, a in zip(input or [], res.answers)]
+    if as_json:
+        return _print_json(summary)
+    for w in res.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"generator: {res.generator}   rank {res.weights.rank}, {res.weights.num_params():,} params")
+    typer.echo("nearest experts:")
+    for n in res.neighbors:
+        weight = f"  weight {n.weight:.3f}" if n.weight is not None else ""
+        typer.echo(f"  {n.similarity:6.3f}  {n.name}{weight}")
+    if not res.in_range:
+        typer.echo(f"outside the zoo's range (max similarity {res.max_similarity:.2f})")
+    if res.uncertainty:
+        typer.echo("uncertainty: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.uncertainty.items()))
+    typer.echo("time: " + ", ".join(f"{k} {v:.1f} ms" for k, v in res.timings_ms.items()))
+    if out:
+        typer.echo(f"adapter: {out}")
+    for i, a in zip(input or [], res.answers):
+        typer.echo(f"> {i}\n{a}")
+
+
+@app.command("generators")
+@_friendly
+def generators_list(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """The registered generator families."""
+    from hypergen import api
+    from hypergen.generators import get_family
+
+    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == api.DEFAULT_GENERATOR} for n in api.list_generators()]
+    if as_json:
+        return _print_json(rows)
+    for r in rows:
+        typer.echo(f"{r['name']:10} {'trained' if r['trainable'] else 'baseline'}{'  (default)' if r['default'] else ''}")
+
+
+@app.command()
+@_friendly
 def train(
     generator: Annotated[str, typer.Argument(help="Family to train: sg, icm, abmll.")],
     objective: Annotated[str, typer.Option(help="recon (match expert weights) or sft (loss through the base model).")] = "recon",
@@ -246,6 +308,9 @@ def train(
 
 
 def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter is not for users
     app()
 
 

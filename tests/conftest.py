@@ -70,3 +70,26 @@ def real_encoder():
     from hypergen.text import MiniLMEncoder
 
     return MiniLMEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tiny_path, tmp_path_factory):
+    """A 4-expert zoo (data/demo tasks) with trajectories and a multitask LoRA, on the tiny model."""
+    from hypergen.paths import REPO_ROOT
+    from hypergen.zoo.build import BuildConfig, build_multitask, build_zoo
+    from hypergen.zoo.expert import ExpertConfig
+
+    expert = ExpertConfig(steps=8, batch_size=4, lr=1e-2, every=2, keep_last=3, warmup=2, logger="none", progress=False)
+    cfg = BuildConfig(suite=str(REPO_ROOT / "data/demo/demo.jsonl"), out=str(tmp_path_factory.mktemp("zoo") / "zoo"), base=str(tiny_path), limit=None, expert=expert, eval_instances=4, max_new_tokens=3)
+    zoo = build_zoo(cfg)
+    build_multitask(cfg, steps=4, per_task=8)
+    return zoo
+
+
+@pytest.fixture(scope="session")
+def tiny_bank(tiny_zoo):
+    from hypergen.generators import ExpertBank
+
+    bank = ExpertBank.from_zoo(tiny_zoo, FakeEncoder())
+    bank.meta["multitask"] = tiny_zoo.multitask()
+    return bank

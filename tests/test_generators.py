@@ -1,0 +1,154 @@
+"""Every registered generator family behind one protocol, on the tiny zoo (table-driven)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.generators import GeneratorConfig, build, get_family, load_generator, register_generator, registered
+from hypergen.text import FakeEncoder
+
+ENC = FakeEncoder()
+ANTONYM = "Give the antonym of the word: the word with the opposite meaning."
+FAMILIES = sorted(registered())
+
+
+def make(name, bank, tmp_path, steps=10):
+    """A ready generator: baselines as built, trainable families after a few recon steps."""
+    from hypergen.generators.train import TrainConfig, train_generator
+
+    gen = build(name, bank)
+    if gen.trainable:
+        train_generator(gen, TrainConfig(steps=steps, batch_size=4, logger="none", progress=False, ckpt_every=steps), tmp_path / name, run_name=f"test-{name}")
+    return gen
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_generates_a_valid_peft_adapter(name, tiny_bank, tiny_path, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    gen = make(name, tiny_bank, tmp_path)
+    res = gen.generate(ENC.encode([ANTONYM])[0], description=ANTONYM)
+    assert res.generator == name and res.timings_ms["generate"] > 0
+    assert list(res.weights.modules) == list(tiny_bank.layout.paths)
+    assert all(torch.isfinite(a).all() and torch.isfinite(b).all() for a, b in res.weights.modules.values())
+    assert res.neighbors and res.neighbors[0].name == "antonyms" and res.in_range
+    res.weights.save(tmp_path / "ad")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_path), tmp_path / "ad")
+    assert not [w for w in caught if "key" in str(w.message).lower()]
+    sd = pm.state_dict()
+    p, (a, b) = next(iter(res.weights.modules.items()))
+    assert torch.equal(sd[f"base_model.model.{p}.lora_A.default.weight"], a) and torch.equal(sd[f"base_model.model.{p}.lora_B.default.weight"], b)
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if get_family(n).trainable])
+def test_trained_family_checkpoint_roundtrip(name, tiny_bank, tmp_path):
+    gen = make(name, tiny_bank, tmp_path, steps=6)
+    train = json.loads((tmp_path / name / "train.json").read_text())
+    assert train["family"] == name and train["history"]
+    again = load_generator(tmp_path / name, tiny_bank, family=name)
+    e = ENC.encode([ANTONYM])[0]
+    p = tiny_bank.layout.paths[0]
+    torch.testing.assert_close(again.generate(e).weights.modules[p][1], gen.generate(e).weights.modules[p][1], atol=1e-3, rtol=1e-2)  # fp16 on disk
+    other = next(n for n in FAMILIES if n != name)
+    with pytest.raises(HypergenError, match=f"holds a '{name}' generator, not '{other}'"):
+        load_generator(tmp_path / name, tiny_bank, family=other)
+
+
+def test_nearest_returns_the_expert_itself(tiny_bank, tiny_zoo):
+    res = build("nearest", tiny_bank).generate(ENC.encode([ANTONYM])[0])
+    want = tiny_zoo.weights("antonyms")
+    for p in want.modules:
+        torch.testing.assert_close(res.weights.delta(p), want.delta(p))
+
+
+def test_mix_is_the_weighted_sum_of_expert_updates(tiny_bank, tiny_zoo):
+    res = build("mix", tiny_bank, top_k=3, temperature=0.5).generate(ENC.encode([ANTONYM])[0])
+    assert len(res.neighbors) == 3 and sum(n.weight for n in res.neighbors) == pytest.approx(1, abs=1e-3)
+    p = tiny_bank.layout.paths[1]
+    want = sum(n.weight * tiny_zoo.weights(n.name).delta(p) for n in res.neighbors)
+    torch.testing.assert_close(res.weights.delta(p), want, atol=1e-5, rtol=1e-3)
+
+
+def test_lego_with_one_expert_keeps_its_update(tiny_bank, tiny_zoo):
+    res = build("lego", tiny_bank, top_k=1).generate(ENC.encode([ANTONYM])[0])
+    assert res.weights.rank == tiny_bank.layout.rank
+    for p in tiny_bank.layout.paths:
+        torch.testing.assert_close(res.weights.delta(p), tiny_zoo.weights("antonyms").delta(p), atol=1e-5, rtol=1e-4)
+
+
+def test_multitask_ignores_the_description(tiny_bank):
+    g = build("multitask", tiny_bank)
+    a = g.generate(ENC.encode([ANTONYM])[0]).weights
+    b = g.generate(ENC.encode(["Uppercase the word."])[0]).weights
+    p = tiny_bank.layout.paths[0]
+    assert torch.equal(a.modules[p][0], b.modules[p][0])
+
+
+def test_sg_prior_is_the_law_of_total_variance(tiny_bank):
+    g = build("sg", tiny_bank, top_k=2, temperature=0.5)
+    cond = ENC.encode([ANTONYM])
+    mu, s2, idx, w = g.semantic_prior(cond)
+    m, v = g.m[idx[0]], g.v[idx[0]]
+    torch.testing.assert_close(mu[0], w[0, 0] * m[0] + w[0, 1] * m[1])
+    torch.testing.assert_close(s2[0], w[0, 0] * v[0] + w[0, 1] * v[1] + w[0, 0] * (m[0] - mu[0]) ** 2 + w[0, 1] * (m[1] - mu[0]) ** 2)
+    # leave-one-out: in training an expert is never its own neighbour
+    _, _, idx_loo, _ = g.semantic_prior(cond, exclude=torch.tensor([0]))
+    assert 0 not in idx_loo[0].tolist()
+
+
+def test_sg_training_beats_its_own_prior(tiny_bank, tmp_path):
+    from hypergen.generators.train import TrainConfig, train_generator
+
+    g = build("sg", tiny_bank)
+    s = train_generator(g, TrainConfig(steps=60, batch_size=8, lr=3e-3, logger="none", progress=False, log_every=5), tmp_path / "sg", run_name="beat-prior")
+    first, last = s["history"][0], s["history"][-1]
+    assert last["recon"] < first["recon"] and last["recon"] < last["prior_mse"]
+
+
+def test_samples_and_out_of_range(tiny_bank):
+    g = build("sg", tiny_bank)
+    res = g.generate(ENC.encode(["zqxj vbnm wrtp"])[0], samples=3)
+    assert len(res.samples) == 3 and res.uncertainty["samples"] == 3 and "posterior_rel_std" in res.uncertainty
+    assert not res.in_range and "far from every expert" in res.warnings[0]
+    with pytest.raises(HypergenError, match="samples must be >= 1"):
+        g.generate(ENC.encode([ANTONYM])[0], samples=0)
+
+
+def test_registry_refuses_duplicates_and_unknown_names():
+    with pytest.raises(HypergenError, match="already registered"):
+        register_generator("sg", GeneratorConfig, get_family("sg"))
+    with pytest.raises(HypergenError, match="Unknown generator 'nope'; registered: .*sg"):
+        get_family("nope")
+
+
+def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from hypergen import api
+    from hypergen.cli import app
+
+    common = dict(zoo_path=str(tiny_zoo.root), base=str(tiny_path), encoder_name="fake", device="cpu")
+    res = api.generate(ANTONYM, "mix", inputs=["hot"], out=tmp_path / "mix", max_new_tokens=3, **common)
+    assert res.timings_ms["total"] >= res.timings_ms["generate"] and len(res.answers) == 1
+    assert (tmp_path / "mix" / "adapter_model.safetensors").is_file()
+    assert json.loads((tmp_path / "mix" / "hypergen.json").read_text())["generator"] == "mix"
+    with pytest.raises(HypergenError, match="Empty description"):
+        api.generate("   ", "mix", **common)
+    long = api.generate("word " * 2000, "nearest", activate=False, **{k: v for k, v in common.items() if k != "base"})
+    assert any("truncated" in w for w in long.warnings)
+    r = CliRunner().invoke(app, ["generate", ANTONYM, "--generator", "nearest", "--zoo", str(tiny_zoo.root), "--encoder", "fake", "--base", str(tiny_path), "--out", str(tmp_path / "n"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["neighbors"][0]["name"] == "antonyms" and "generate" in out["timings_ms"] and out["out"] == str(tmp_path / "n")
+    r = CliRunner().invoke(app, ["generate", ANTONYM, "--generator", "nope", "--zoo", str(tiny_zoo.root), "--encoder", "fake"])
+    assert r.exit_code == 1 and "registered:" in r.stderr
+    r = CliRunner().invoke(app, ["generate", ANTONYM, "--samples", "0", "--zoo", str(tiny_zoo.root), "--encoder", "fake"])
+    assert r.exit_code == 1 and "samples must be >= 1" in r.stderr
