@@ -18,7 +18,7 @@ $(BIN)/hypergen: pyproject.toml constraints.txt
 	touch $@
 
 models: install
-	$(BIN)/hypergen setup
+	$(BIN)/hypergen setup --bigbench
 
 test: install  ## the whole suite, real-model integration tests included
 	HYPERGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -q

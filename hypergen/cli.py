@@ -195,6 +195,20 @@ def zoo_list(
     typer.echo(f"{len(rows)} experts; {better} beat the base on their own task.")
 
 
+@zoo_app.command("report")
+@_friendly
+def zoo_report(
+    zoo: Annotated[Optional[str], typer.Option(help="Zoo folder (default: the shipped zoo/).")] = None,
+    out: Annotated[str, typer.Option(help="Markdown file to write.")] = "docs/zoo.md",
+    command: Annotated[str, typer.Option(help="The command that built the zoo, quoted in the report.")] = "hypergen zoo build --limit 60 --steps 100",
+):
+    """Write the zoo table (base vs expert score per task) and its summary line."""
+    from hypergen import api
+    from hypergen.zoo.report import write_report
+
+    typer.echo(str(write_report(api.zoo(zoo), out, command)))
+
+
 @zoo_app.command("pack")
 @_friendly
 def zoo_pack(

@@ -125,3 +125,16 @@ def test_zoo_list_cli(tiny_path, tmp_path):
     assert [x["name"] for x in rows][:2] == ["antonyms", "review_sentiment"] and {"base_score", "expert_score", "steps", "description"} <= set(rows[0])
     r = CliRunner().invoke(app, ["zoo", "list", "--zoo", str(tmp_path / "nothing")])
     assert r.exit_code == 1 and "not a zoo" in r.stderr
+
+
+def test_zoo_report_names_every_expert_and_the_losers(tiny_zoo, tmp_path):
+    from hypergen.zoo.report import write_report
+
+    text = write_report(tiny_zoo, tmp_path / "zoo.md", command="hypergen zoo build ...").read_text()
+    assert f"**Summary: {len(tiny_zoo)} experts" in text
+    for name in tiny_zoo.names():
+        assert f"| {name} |" in text
+    losers = [r.name for r in tiny_zoo.records() if r.gain <= 0]
+    assert ("## Experts that do not beat the base" in text) == bool(losers)
+    for name in losers:
+        assert f"- `{name}`:" in text

@@ -1,0 +1,123 @@
+"""What the page needs beside hypergen.api: per-session adapter slots on the one shared base model,
+the zoo map's 2-D projection and the adapter folder as a zip. Plain Python, testable without Streamlit.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from hypergen import api
+
+# api.generate is not safe to call from several threads at once: a cached generator keeps per-call
+# state (Mix._last) and warnings.catch_warnings is process-global. Sessions take turns; it takes ms.
+GENERATE_LOCK = threading.Lock()
+
+
+def generate_adapter(*args, **kwargs):
+    """api.generate, one call at a time in this process."""
+    with GENERATE_LOCK:
+        return api.generate(*args, **kwargs)
+
+
+class SessionAdapters:
+    """Each browser session's adapter in its own slot of one resident base model.
+
+    peft's adapter modules and the model's routing are shared by every session, so one lock covers
+    every slot change and every forward pass: a session loading its adapter never lands between
+    another session's load and its generate. At most `max_slots` stay loaded; the least recently used
+    is dropped and reloaded from its session's weights if that session comes back.
+    """
+
+    def __init__(self, model, max_slots: int = 32):
+        self.model = model
+        self.max_slots = max(1, max_slots)
+        self.lock = threading.Lock()
+        self._loaded: OrderedDict[str, object] = OrderedDict()  # slot -> the LoraWeights in it, LRU order
+
+    @staticmethod
+    def new_slot() -> str:
+        # "s" + hex: never a torch.nn.Module attribute, which peft would clash with
+        return "s" + uuid.uuid4().hex[:16]
+
+    def _ensure(self, slot: str, weights) -> None:
+        """Caller holds the lock."""
+        if self._loaded.get(slot) is not weights:
+            self.model.load_adapter(slot, weights)  # in place when the slot exists: a few small copies
+            self._loaded[slot] = weights
+        self._loaded.move_to_end(slot)
+        while len(self._loaded) > self.max_slots:
+            old, _ = self._loaded.popitem(last=False)
+            self.model.remove(old)
+
+    def load(self, slot: str, weights) -> None:
+        with self.lock:
+            self._ensure(slot, weights)
+
+    def answer(self, slot: str, weights, texts: Sequence[str], max_new_tokens: int = 32) -> tuple[list[str], list[str]]:
+        """(base answers, adapted answers) for `texts`, in one mixed batch routed per row."""
+        texts = list(texts)
+        n = len(texts)
+        with self.lock:
+            self._ensure(slot, weights)
+            out = self.model.answer(texts + texts, adapter_names=[None] * n + [slot] * n, max_new_tokens=max_new_tokens)
+        return out[:n], out[n:]
+
+    def score(self, slot: str | None, weights, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Log-likelihood of each candidate answer, with the session's adapter (slot) or the base (None)."""
+        with self.lock:
+            if slot is not None:
+                self._ensure(slot, weights)
+            return self.model.score(list(texts), candidates, adapter_names=[slot] * len(texts))
+
+
+def zoo_map(emb: torch.Tensor, names: Sequence[str], query: torch.Tensor, query_label: str = "your description") -> list[dict]:
+    """Experts' description embeddings (N, D) on their first two principal axes, the query (D,) projected
+    onto the same axes. One dict per point: name, x, y, kind ("expert" or "query")."""
+    x = emb.float()
+    mean = x.mean(0, keepdim=True)  # (1, D)
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)  # vh: (min(N, D), D)
+    axes = torch.zeros(x.shape[1], 2)
+    k = min(2, vh.shape[0])
+    axes[:, :k] = vh[:k].T  # (D, 2); a one-expert zoo gets a zero second axis
+    pts = (x - mean) @ axes  # (N, 2)
+    q = (query.float()[None] - mean) @ axes  # (1, 2)
+    rows = [{"name": n, "x": float(p[0]), "y": float(p[1]), "kind": "expert"} for n, p in zip(names, pts)]
+    return rows + [{"name": query_label, "x": float(q[0, 0]), "y": float(q[0, 1]), "kind": "query"}]
+
+
+def zoo_chart(rows: list[dict], nearest: set[str]):
+    """The zoo map as an Altair chart: experts grey, the nearest ones blue and named, the query a red diamond."""
+    import altair as alt
+    import pandas as pd
+
+    pts = pd.DataFrame(rows)
+    pts["group"] = ["your description" if k == "query" else "nearest" if n in nearest else "expert" for n, k in zip(pts.name, pts.kind)]
+    domain = ["expert", "nearest", "your description"]
+    legend = alt.Legend(orient="bottom", title=None)
+    points = alt.Chart(pts).encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None), tooltip=["name", "group"])
+    dots = points.mark_point(filled=True, size=130, opacity=0.9).encode(
+        color=alt.Color("group", scale=alt.Scale(domain=domain, range=["#9aa5b1", "#1f77b4", "#d62728"]), legend=legend),
+        shape=alt.Shape("group", scale=alt.Scale(domain=domain, range=["circle", "circle", "diamond"]), legend=legend),
+    )
+    names = points.mark_text(align="left", dx=9, fontSize=11, color="#1f77b4").encode(text="name").transform_filter(alt.datum.group == "nearest")
+    query = points.mark_text(dy=-14, fontSize=12, fontWeight="bold", color="#d62728").encode(text="name").transform_filter(alt.datum.group == "your description")
+    return dots + names + query
+
+
+def zip_folder(folder: str | Path) -> bytes:
+    """Every file under `folder` in an in-memory zip, paths relative to it."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+    return buf.getvalue()

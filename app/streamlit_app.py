@@ -1,0 +1,118 @@
+"""hypergen: describe a task, get a LoRA adapter. A thin page over hypergen.api; serve it with `hypergen app`.
+
+HYPERGEN_APP_ZOO / _BASE / _ENCODER / _GENERATOR / _DEVICE choose the zoo, base model, encoder, the
+generator selected at start and the device (tests point them at the tiny model and the fake encoder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import pandas as pd
+import streamlit as st
+from app_support import SessionAdapters, generate_adapter, zip_folder, zoo_chart, zoo_map
+
+from hypergen import api
+from hypergen.errors import HypergenError
+
+log = logging.getLogger("hypergen.app")
+ZOO = os.environ.get("HYPERGEN_APP_ZOO") or None
+BASE = os.environ.get("HYPERGEN_APP_BASE") or None
+ENCODER = os.environ.get("HYPERGEN_APP_ENCODER") or "minilm"
+DEVICE = os.environ.get("HYPERGEN_APP_DEVICE") or "auto"
+DEFAULT = os.environ.get("HYPERGEN_APP_GENERATOR") or api.DEFAULT_GENERATOR
+
+
+@st.cache_resource(show_spinner="Loading the base model...")
+def sessions(base: str | None, device: str) -> SessionAdapters:
+    """One resident base model for every session of this server; each session has its own slot."""
+    return SessionAdapters(api.resident(base, device))
+
+
+def call(what: str, fn, *args, **kwargs):
+    """fn(*args, **kwargs), or None after an error box; tracebacks go to the server log only."""
+    try:
+        return fn(*args, **kwargs)
+    except HypergenError as e:
+        st.error(str(e))
+    except Exception as e:
+        log.exception("%s failed", what)
+        st.error(f"{what} failed ({type(e).__name__}); the server log has the details.")
+    return None
+
+
+def generate(description: str, generator: str, samples: int):
+    """Generate into a temporary PEFT folder, keep the result and the folder as a zip in the session."""
+    with st.spinner("Generating..."), tempfile.TemporaryDirectory() as tmp:
+        res = call("Generation", generate_adapter, description, generator, samples=samples, activate=False, out=tmp, zoo_path=ZOO, encoder_name=ENCODER)
+        state.update(result=res, zip=zip_folder(tmp) if res else None, answers=None)
+
+
+def answer(texts: list[str], max_new_tokens: int):
+    res = state.result
+    with st.spinner("Answering with the base model and with the adapter..."):
+        out = call("Answering", lambda: sessions(BASE, DEVICE).answer(state.slot, res.weights, texts, max_new_tokens))
+    base, adapted = ([a or "(empty)" for a in col] for col in out) if out else ([], [])
+    state.answers = pd.DataFrame({"base": base, "adapted": adapted}, index=pd.Index(texts, name="input")) if out else None
+
+
+def show(res):
+    for w in res.warnings:
+        st.warning(w)
+    m = st.columns(4)
+    m[0].metric("Generation time", f"{res.timings_ms.get('total', 0):.0f} ms", help=", ".join(f"{k} {v:.1f} ms" for k, v in res.timings_ms.items()))
+    m[1].metric("Closest expert", f"{res.max_similarity:.2f}", help="Cosine similarity of the description to the nearest expert's.")
+    m[2].metric("In the zoo's range", "yes" if res.in_range else "no")
+    m[3].metric("Uncertainty", ", ".join(f"{v:.3g}" for k, v in (res.uncertainty or {}).items() if k != "samples") or "-", help=str(res.uncertainty or "Sample more than one adapter to see the spread."))
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Nearest experts")
+        near = pd.DataFrame({"expert": [n.name for n in res.neighbors], "similarity": [n.similarity for n in res.neighbors]})
+        st.bar_chart(near, x="expert", y="similarity", horizontal=True, sort="-similarity", height=260)
+    with right:
+        st.subheader("Zoo map")
+        rows = call("Zoo map", lambda: zoo_map(api.bank(ZOO, ENCODER).emb, api.bank(ZOO, ENCODER).names, api.encoder(ENCODER).encode([res.description])[0]))
+        if rows:
+            st.altair_chart(zoo_chart(rows, {n.name for n in res.neighbors}), height=260)
+    st.caption(f"{res.generator}: rank {res.weights.rank}, {res.weights.num_params():,} parameters")
+    st.download_button("Download adapter (PEFT folder, zip)", state.zip, file_name=f"hypergen-{res.generator}-adapter.zip", mime="application/zip")
+
+
+st.set_page_config(page_title="hypergen", layout="wide")
+state = st.session_state
+state.setdefault("slot", SessionAdapters.new_slot())
+state.setdefault("result", None)
+state.setdefault("answers", None)
+
+with st.sidebar:
+    names = api.list_generators()
+    generator = st.selectbox("Generator", names, index=names.index(DEFAULT) if DEFAULT in names else 0, help="Trained families need their checkpoint; baselines work on any zoo.")
+    samples = st.number_input("Samples", 1, 16, 1, help="More than one: the adapter is their mean and their spread is the uncertainty.")
+    max_new_tokens = st.slider("Max new tokens", 4, 256, 32)
+    st.caption(f"zoo: {ZOO or api.default_zoo_path()}  \nbase: {BASE or 'SmolLM2-135M-Instruct'}  \nencoder: {ENCODER}")
+
+st.title("hypergen")
+st.write("Describe a task in words and get a LoRA adapter for the base model, made from a zoo of trained experts.")
+description = st.text_area("Describe the task", height=90, placeholder="Give the antonym of the word: the word with the opposite meaning.")
+inputs = [t.strip() for t in st.text_area("Inputs, one per line", height=90, placeholder="hot\nlarge").splitlines() if t.strip()]
+b1, b2, _ = st.columns([1, 1, 4])
+clicked_generate = b1.button("Generate adapter", type="primary")
+clicked_answer = b2.button("Answer inputs", disabled=state.result is None and not clicked_generate)
+
+if clicked_generate:
+    if description.strip():
+        generate(description, generator, int(samples))
+    else:
+        st.info("Describe the task first, e.g. \"Give the antonym of the word.\"")
+if state.result is not None:
+    show(state.result)
+    if clicked_answer or (clicked_generate and inputs):
+        if inputs:
+            answer(inputs, max_new_tokens)
+        else:
+            st.info("Type one or more inputs, one per line, to compare the base model's answers with the adapted ones.")
+    if state.answers is not None:
+        st.subheader("Answers")
+        st.table(state.answers)

@@ -1,0 +1,173 @@
+"""Calibration of multiple-choice predictions, and Bayesian model averaging over sampled adapters.
+
+Every metric takes per-instance option probabilities `probs` (a list of lists, ragged allowed: each
+instance may have its own number of options, or an (n, K) tensor) and `labels`, the index of the
+correct option of each instance. With p_i the probability vector of instance i, y_i its label,
+conf_i = max_k p_ik and correct_i = [argmax_k p_ik == y_i]:
+
+    ECE     = sum_b (|B_b| / n) * | mean_{i in B_b} correct_i - mean_{i in B_b} conf_i |
+              over `bins` equal-width confidence bins (0, 1/bins], (1/bins, 2/bins], ... (conf 0 in the first)
+    Brier   = (1/n) sum_i sum_k (p_ik - [k == y_i])^2                (multi-class; 0 best, 2 worst)
+    entropy = (1/n) sum_i -sum_k p_ik log p_ik                        (nats; 0 log 0 = 0)
+
+`bayesian_calibration` samples S adapters from a generator, scores the options under each, averages
+the probabilities (the Bayesian model average, BMA) and reports these metrics plus the mutual
+information H(BMA) - mean_s H(p_s): the part of the predictive entropy that comes from disagreement
+between sampled adapters (epistemic uncertainty), zero when every sample predicts the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from hypergen.errors import HypergenError
+
+
+def _rows(probs) -> list[torch.Tensor]:
+    rows = [torch.as_tensor(p, dtype=torch.float64) for p in probs]
+    if not rows:
+        raise HypergenError("No predictions to score: give at least one instance's option probabilities.")
+    for i, r in enumerate(rows):
+        if r.dim() != 1 or r.numel() < 1:
+            raise HypergenError(f"Instance {i}: option probabilities must be a non-empty 1-D list; got shape {tuple(r.shape)}.")
+        if (r < 0).any() or abs(float(r.sum()) - 1) > 1e-3:
+            raise HypergenError(f"Instance {i}: option probabilities must be >= 0 and sum to 1 (got sum {float(r.sum()):.4f}); pass softmax outputs.")
+    return rows
+
+
+def _labels(labels, rows) -> list[int]:
+    labels = [int(y) for y in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+    if len(labels) != len(rows):
+        raise HypergenError(f"{len(rows)} probability rows but {len(labels)} labels; give one label per instance.")
+    for i, (y, r) in enumerate(zip(labels, rows)):
+        if not 0 <= y < r.numel():
+            raise HypergenError(f"Instance {i}: label {y} is not an option index (it has {r.numel()} options).")
+    return labels
+
+
+def ece(probs, labels, bins: int = 10) -> float:
+    """Expected calibration error of the top prediction (see module doc), in [0, 1]."""
+    if bins < 1:
+        raise HypergenError(f"bins must be >= 1; got {bins}.")
+    rows = _rows(probs)
+    ys = _labels(labels, rows)
+    conf = torch.stack([r.max() for r in rows])
+    correct = torch.tensor([float(int(r.argmax()) == y) for r, y in zip(rows, ys)], dtype=torch.float64)
+    which = (torch.ceil(conf * bins) - 1).clamp(0, bins - 1).long()  # bin b holds (b/bins, (b+1)/bins]
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += float(m.sum()) / len(rows) * abs(float(correct[m].mean() - conf[m].mean()))
+    return total
+
+
+def brier(probs, labels) -> float:
+    """Multi-class Brier score (see module doc), in [0, 2]."""
+    rows = _rows(probs)
+    ys = _labels(labels, rows)
+    return sum(float(((r - torch.nn.functional.one_hot(torch.tensor(y), r.numel()).double()) ** 2).sum()) for r, y in zip(rows, ys)) / len(rows)
+
+
+def entropies(probs) -> list[float]:
+    """Per-instance predictive entropy in nats."""
+    return [float(-(r * torch.log(r.clamp_min(1e-300))).sum()) for r in _rows(probs)]
+
+
+def predictive_entropy(probs) -> float:
+    """Mean predictive entropy in nats (log K for uniform over K options, 0 for a one-hot)."""
+    e = entropies(probs)
+    return sum(e) / len(e)
+
+
+def accuracy(probs, labels) -> float:
+    rows = _rows(probs)
+    ys = _labels(labels, rows)
+    return sum(int(r.argmax()) == y for r, y in zip(rows, ys)) / len(rows)
+
+
+@dataclass
+class CalibrationReport:
+    """What `bayesian_calibration` measured. probs: the BMA option probabilities per instance."""
+
+    probs: list[list[float]]
+    labels: list[int]
+    samples: int
+    accuracy: float
+    ece: float
+    brier: float
+    entropy: float  # mean entropy of the BMA (total predictive uncertainty), nats
+    mutual_information: float  # entropy minus mean per-sample entropy (epistemic part), nats; 0 for S=1
+
+    def summary(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items() if k not in ("probs", "labels")} | {"n": len(self.labels)}
+
+
+def option_labels(instances) -> list[int]:
+    """Index of the correct option (the first option listed among the targets) of each instance."""
+    out = []
+    for i in instances:
+        if not i.options:
+            raise HypergenError(f"Calibration needs multiple-choice instances (with options); {i.input[:40]!r} has none.")
+        hit = [k for k, o in enumerate(i.options) if o in i.targets]
+        if not hit:
+            raise HypergenError(f"Instance {i.input[:40]!r}: none of its options {i.options} is a target {i.targets}.")
+        out.append(hit[0])
+    return out
+
+
+def bayesian_calibration(
+    resident,
+    generator,
+    cond: torch.Tensor,
+    instances: Sequence,
+    *,
+    samples: int = 8,
+    seed: int | None = None,
+    description: str | None = None,
+    bins: int = 10,
+    slot: str = "calibration",
+) -> CalibrationReport:
+    """Sample `samples` adapters from `generator` for the description embedding `cond` (D,), score
+    every instance's options by log-likelihood under each (in adapter slot `slot` of `resident`),
+    average the option probabilities over samples (BMA) and measure calibration.
+
+    samples=1 scores the generator's point estimate (for ABMLL: the posterior mean). Works for any
+    family; for a deterministic one all samples are equal and the mutual information is 0. The
+    resident's active adapter is restored afterwards.
+    """
+    from hypergen.eval.scoring import option_probs
+
+    labels = option_labels(instances)
+    res = generator.generate(cond, samples=samples, seed=seed)
+    adapters = res.samples or [res.weights]
+    prev = resident.active
+    per_sample = []  # S x n x K_i
+    try:
+        for w in adapters:
+            resident.activate(w, name=slot)
+            per_sample.append(option_probs(resident, instances, description=description))
+    finally:
+        if prev is None:
+            resident.deactivate()
+        else:
+            resident.activate(prev)
+    bma = [torch.tensor([s[i] for s in per_sample], dtype=torch.float64).mean(0) for i in range(len(instances))]  # n x (K_i,)
+    mean_h = sum(predictive_entropy(s) for s in per_sample) / len(per_sample)
+    h = predictive_entropy(bma)
+    return CalibrationReport(
+        probs=[b.tolist() for b in bma],
+        labels=labels,
+        samples=len(adapters),
+        accuracy=accuracy(bma, labels),
+        ece=ece(bma, labels, bins),
+        brier=brier(bma, labels),
+        entropy=h,
+        mutual_information=max(0.0, h - mean_h),
+    )
+
+
+__all__ = ["CalibrationReport", "accuracy", "bayesian_calibration", "brier", "ece", "entropies", "option_labels", "predictive_entropy"]

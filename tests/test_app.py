@@ -1,0 +1,225 @@
+"""The Streamlit app (AppTest, in-process) on the tiny zoo/model and the fake encoder, its session
+isolation under concurrency, and the `hypergen app` command line."""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import zipfile
+
+import pytest
+import torch
+
+from hypergen import api
+from hypergen.generators import get_family
+from hypergen.paths import REPO_ROOT
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+sys.path.insert(0, str(REPO_ROOT / "app"))
+from app_support import SessionAdapters, generate_adapter, zoo_map  # noqa: E402
+
+TRAINED = [n for n in api.list_generators() if get_family(n).trainable]
+SCRIPT = str(REPO_ROOT / "app" / "streamlit_app.py")
+ANTONYM = "Give the antonym of the word: the word with the opposite meaning."
+DESCRIPTIONS = [
+    ANTONYM,
+    "Translate the English word into French.",
+    "Answer the arithmetic question with a number.",
+    "Say whether the sentence is sarcastic or not.",
+    "Classify the sentiment of the movie review as positive or negative.",
+    "Give the plural form of the noun.",
+    "Name the capital city of the country.",
+    "Correct the spelling mistakes in the sentence.",
+]
+
+
+@pytest.fixture()
+def app(tiny_zoo, tiny_path, monkeypatch):
+    """The app pointed at the tiny zoo and model, the fake encoder and a baseline generator."""
+    monkeypatch.setenv("HYPERGEN_APP_ZOO", str(tiny_zoo.root))
+    monkeypatch.setenv("HYPERGEN_APP_BASE", str(tiny_path))
+    monkeypatch.setenv("HYPERGEN_APP_ENCODER", "fake")
+    monkeypatch.setenv("HYPERGEN_APP_GENERATOR", "mix")
+    monkeypatch.setenv("HYPERGEN_APP_DEVICE", "cpu")
+    return AppTest.from_file(SCRIPT, default_timeout=120).run()
+
+
+def submit(at, description="", inputs="", button="Generate adapter"):
+    at.text_area[0].input(description)
+    at.text_area[1].input(inputs)
+    next(b for b in at.button if b.label == button).click()
+    return at.run()
+
+
+def clean(at):
+    """No traceback on the page and no error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_page_starts_with_the_default_generator(app):
+    clean(app)
+    assert app.selectbox[0].value == "mix" and set(app.selectbox[0].options) == set(api.list_generators())
+    assert not app.metric and not app.download_button
+
+
+def test_generate_shows_neighbours_time_zoo_map_and_download(app):
+    at = submit(app, ANTONYM)
+    clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Generation time"].endswith(" ms") and metrics["In the zoo's range"] == "yes"
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2  # nearest-experts bars and the zoo map
+    assert "antonyms" in str(charts[0].proto) and "your description" in str(charts[1].proto)
+    assert [s.value for s in at.subheader][:2] == ["Nearest experts", "Zoo map"]
+    assert len(at.download_button) == 1 and at.download_button[0].proto.label.startswith("Download adapter")
+    res = at.session_state["result"]
+    assert res.neighbors[0].name == "antonyms" and not at.table  # no inputs: no answers
+
+
+def test_download_is_a_loadable_peft_folder(app, tmp_path):
+    from hypergen.lora import LoraWeights
+
+    at = submit(app, ANTONYM)
+    zipfile.ZipFile(io.BytesIO(at.session_state["zip"])).extractall(tmp_path)
+    assert {"adapter_config.json", "adapter_model.safetensors", "hypergen.json"} <= {p.name for p in tmp_path.iterdir()}
+    got, want = LoraWeights.load(tmp_path), at.session_state["result"].weights
+    p = next(iter(want.modules))
+    torch.testing.assert_close(got.modules[p][1], want.modules[p][1])
+
+
+def test_inputs_give_base_and_adapted_answers_side_by_side(app):
+    at = submit(app, ANTONYM, "hot\nbig\n\n")
+    clean(at)
+    table = at.table[0].value
+    assert list(table.columns) == ["base", "adapted"] and list(table.index) == ["hot", "big"]
+    # and later inputs, answered with the same adapter by the second button
+    at = submit(at, ANTONYM, "up", button="Answer inputs")
+    clean(at)
+    assert list(at.table[0].value.index) == ["up"]
+
+
+def test_empty_description_is_an_inline_message(app):
+    at = submit(app, "   ")
+    clean(at)
+    assert "Describe the task first" in at.info[0].value and not at.metric
+
+
+def test_long_description_shows_the_truncation_notice(app):
+    at = submit(app, "antonym opposite word " * 400)
+    clean(at)
+    assert any("truncated" in w.value for w in at.warning) and at.metric
+
+
+@pytest.mark.parametrize("family", TRAINED[:1])
+def test_trained_family_without_a_checkpoint_is_an_error_box(app, family):
+    app.selectbox[0].select(family)
+    at = submit(app, ANTONYM)
+    assert not at.exception and at.error and family in at.error[0].value and not at.metric
+
+
+def test_unexpected_failure_is_an_error_box_not_a_traceback(app, monkeypatch, caplog):
+    def boom(*a, **k):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(api, "generate", boom)
+    at = submit(app, ANTONYM)
+    assert not at.exception and "Generation failed (RuntimeError)" in at.error[0].value
+    assert "secret internals" not in at.error[0].value  # the details go to the server log only
+    assert "secret internals" in caplog.text
+
+
+# ---- one resident model, one slot per session ------------------------------------------------------
+TEXTS, CANDIDATES = ["hot", "big"], [["cold", "warm"], ["small", "large"]]
+
+
+def reference(model, weights):
+    """What a session must see: its adapter alone in a fresh slot, computed sequentially."""
+    model.load_adapter("ref", weights)
+    n = len(TEXTS)
+    out = model.answer(TEXTS + TEXTS, adapter_names=[None] * n + ["ref"] * n, max_new_tokens=4)
+    return out[:n], out[n:], model.score(TEXTS, CANDIDATES, adapter_names=["ref"] * n)
+
+
+def generated(description, tiny_zoo):
+    return generate_adapter(description, "mix", activate=False, zoo_path=str(tiny_zoo.root), encoder_name="fake").weights
+
+
+def test_eight_concurrent_sessions_get_their_own_adapters(tiny_zoo, tiny_path):
+    from hypergen.base import load_base
+
+    ref_model = load_base(tiny_path, device="cpu")
+    want = [reference(ref_model, generated(d, tiny_zoo)) for d in DESCRIPTIONS]
+    assert len({round(w[2][0][0], 4) for w in want}) >= 4  # the adapters differ, so cross-talk would show
+
+    sessions = SessionAdapters(load_base(tiny_path, device="cpu"))
+    got, errors = [None] * len(DESCRIPTIONS), []
+    ready = threading.Barrier(len(DESCRIPTIONS))
+
+    def session(i):
+        try:
+            slot, w = SessionAdapters.new_slot(), generated(DESCRIPTIONS[i], tiny_zoo)
+            sessions.load(slot, w)
+            ready.wait(timeout=120)  # every session's adapter is loaded before anyone answers
+            base, adapted = sessions.answer(slot, w, TEXTS, max_new_tokens=4)
+            got[i] = (base, adapted, sessions.score(slot, w, TEXTS, CANDIDATES))
+        except Exception as e:  # surfaced below with the thread's index
+            errors.append((i, repr(e)))
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(len(DESCRIPTIONS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert len(sessions.model.adapters) == len(DESCRIPTIONS)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g[0] == w[0] and g[1] == w[1], f"session {i} ({DESCRIPTIONS[i]!r}) got another session's answers"
+        torch.testing.assert_close(torch.tensor(g[2]), torch.tensor(w[2]), atol=1e-5, rtol=1e-5, msg=f"session {i}: log-likelihoods differ")
+
+
+def test_least_recently_used_slot_is_dropped_and_reloaded(tiny_zoo, tiny_path):
+    from hypergen.base import load_base
+
+    ref_model = load_base(tiny_path, device="cpu")
+    weights = [generated(d, tiny_zoo) for d in DESCRIPTIONS[:3]]
+    want = [reference(ref_model, w)[2] for w in weights]
+    sessions = SessionAdapters(load_base(tiny_path, device="cpu"), max_slots=2)
+    slots = [SessionAdapters.new_slot() for _ in weights]
+    for _ in range(2):
+        for s, w, ref in zip(slots, weights, want):
+            torch.testing.assert_close(torch.tensor(sessions.score(s, w, TEXTS, CANDIDATES)), torch.tensor(ref), atol=1e-5, rtol=1e-5)
+            assert len(sessions.model.adapters) <= 2
+
+
+def test_zoo_map_places_an_expert_description_on_its_expert():
+    emb = torch.nn.functional.normalize(torch.randn(5, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    rows = zoo_map(emb, list("abcde"), emb[2])
+    assert [r["kind"] for r in rows] == ["expert"] * 5 + ["query"]
+    assert rows[-1]["x"] == pytest.approx(rows[2]["x"], abs=1e-5) and rows[-1]["y"] == pytest.approx(rows[2]["y"], abs=1e-5)
+    assert len(zoo_map(emb[:1], ["a"], emb[0])) == 2  # a one-expert zoo still maps
+
+
+# ---- the command line -----------------------------------------------------------------------------
+def test_app_command_serves_the_page_with_its_options(monkeypatch):
+    import subprocess
+
+    from hypergen import app_cli
+
+    seen = {}
+
+    def fake_call(cmd, env):
+        seen.update(cmd=cmd, env=env)
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    assert app_cli.app(port=8599, zoo="/z", base="/b", encoder="fake", generator="mix", device="cpu") == 0
+    cmd = seen["cmd"]
+    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("app/streamlit_app.py")
+    assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    env = seen["env"]
+    assert (env["HYPERGEN_APP_ZOO"], env["HYPERGEN_APP_BASE"], env["HYPERGEN_APP_ENCODER"], env["HYPERGEN_APP_GENERATOR"]) == ("/z", "/b", "fake", "mix")

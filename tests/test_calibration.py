@@ -1,0 +1,93 @@
+"""Calibration metrics against hand-computed values, and Bayesian model averaging on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.eval.calibration import accuracy, bayesian_calibration, brier, ece, entropies, predictive_entropy
+from hypergen.text import FakeEncoder
+
+# conf 0.9 / 0.6 / 0.8 / 0.5, correct 1 / 0 / 1 / 1 (the last instance has three options)
+PROBS = [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.5, 0.3, 0.2]]
+LABELS = [0, 1, 1, 0]
+
+
+def test_ece_by_hand():
+    # 10 bins: each instance alone in its bin -> mean |correct - conf| = (0.1 + 0.6 + 0.2 + 0.5) / 4
+    assert ece(PROBS, LABELS) == pytest.approx(0.35)
+    # one bin: |mean correct - mean conf| = |0.75 - 0.7|
+    assert ece(PROBS, LABELS, bins=1) == pytest.approx(0.05)
+    # 2 bins: (0, .5] holds conf 0.5 (correct): |1 - .5|; (.5, 1] holds .9 .6 .8: |2/3 - 2.3/3|
+    assert ece(PROBS, LABELS, bins=2) == pytest.approx(0.25 * 0.5 + 0.75 * abs(2 / 3 - 2.3 / 3))
+    assert ece([[1.0, 0.0]] * 3, [0, 0, 0]) == 0.0
+
+
+def test_brier_and_entropy_by_hand():
+    # (.1^2+.1^2) + (.6^2+.6^2) + (.2^2+.2^2) + (.5^2+.3^2+.2^2) = .02 + .72 + .08 + .38
+    assert brier(PROBS, LABELS) == pytest.approx(1.2 / 4)
+    want = [-sum(p * math.log(p) for p in row) for row in PROBS]
+    assert entropies(PROBS) == pytest.approx(want)
+    assert predictive_entropy(PROBS) == pytest.approx(sum(want) / 4)
+    assert predictive_entropy([[0.25] * 4]) == pytest.approx(math.log(4))
+    assert predictive_entropy([[1.0, 0.0]]) == 0.0  # 0 log 0 = 0
+    assert accuracy(PROBS, LABELS) == 0.75
+
+
+def test_tensors_work_like_lists():
+    t = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    assert ece(t, torch.tensor([0, 1, 1])) == pytest.approx(ece(PROBS[:3], LABELS[:3]))
+    assert brier(t, [0, 1, 1]) == pytest.approx(brier(PROBS[:3], LABELS[:3]))
+
+
+@pytest.mark.parametrize(
+    ("probs", "labels", "message"),
+    [([[0.5, 0.2]], [0], "sum to 1"), ([[0.5, 0.5]], [2], "not an option index"), ([[0.5, 0.5]], [0, 1], "one label per instance"), ([], [], "No predictions")],
+)
+def test_bad_inputs_are_refused(probs, labels, message):
+    with pytest.raises(HypergenError, match=message):
+        brier(probs, labels)
+
+
+@pytest.fixture()
+def review_instances():
+    from hypergen.paths import REPO_ROOT
+    from hypergen.tasks import load_suite
+
+    return load_suite(REPO_ROOT / "data/demo/demo.jsonl").get("review_sentiment").instances[:4]
+
+
+def test_bayesian_model_average_on_the_tiny_model(tiny_bank, resident, review_instances):
+    from hypergen.eval.scoring import option_probs
+    from hypergen.generators import build
+
+    torch.manual_seed(0)
+    g = build("abmll", tiny_bank, init_post_var=1.0)  # wide posterior: samples visibly disagree
+    cond = FakeEncoder().encode(["Decide whether the short product review is positive or negative."])[0]
+    rep = bayesian_calibration(resident, g, cond, review_instances, samples=3, seed=4)
+    assert rep.samples == 3 and len(rep.probs) == 4 and resident.active is None
+    assert all(sum(p) == pytest.approx(1) for p in rep.probs)
+    assert rep.labels == [i.options.index(i.targets[0]) for i in review_instances]
+    assert 0 <= rep.ece <= 1 and 0 <= rep.brier <= 2 and rep.mutual_information >= 0
+    # the BMA is the mean over the sampled adapters of each one's option probabilities
+    per = []
+    for w in g.generate(cond, samples=3, seed=4).samples:
+        resident.activate(w, name="check")
+        per.append(option_probs(resident, review_instances))
+    want = torch.tensor(per).mean(0)
+    torch.testing.assert_close(torch.tensor(rep.probs, dtype=torch.float32), want, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(torch.tensor(per[0]), torch.tensor(per[1]))  # the samples really differ
+    assert rep.ece == pytest.approx(ece(want, rep.labels), abs=1e-4)
+    one = bayesian_calibration(resident, g, cond, review_instances, samples=1)
+    assert one.samples == 1 and one.mutual_information == 0.0
+
+
+def test_free_text_instances_are_refused(tiny_bank, resident):
+    from hypergen.generators import build
+    from hypergen.tasks import Instance
+
+    with pytest.raises(HypergenError, match="multiple-choice"):
+        bayesian_calibration(resident, build("abmll", tiny_bank), FakeEncoder().encode(["x"])[0], [Instance("hot", ["cold"])])
