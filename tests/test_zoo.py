@@ -29,7 +29,7 @@ def tiny_cfg(tiny_path, out, **kw):
 
 def test_expert_training_learns_and_keeps_trajectory(resident):
     examples = [(f"item {i}", "zz") for i in range(12)]
-    out = train_expert(resident, examples, ExpertConfig(steps=20, batch_size=4, lr=1e-2, warmup=2, every=5, keep_last=3, logger="none", progress=False))
+    out = train_expert(resident, examples, ExpertConfig(steps=20, max_epochs=None, batch_size=4, lr=1e-2, warmup=2, every=5, keep_last=3, logger="none", progress=False))
     assert out.losses[-1] < out.losses[0] - 0.2  # a random tiny base learns slowly; the real-model test asks for more
     assert [s for s, _ in out.trajectory] == [10, 15, 20]
     assert torch.equal(out.trajectory[-1][1].modules[next(iter(out.weights.modules))][1], out.weights.modules[next(iter(out.weights.modules))][1])
@@ -138,3 +138,9 @@ def test_zoo_report_names_every_expert_and_the_losers(tiny_zoo, tmp_path):
     assert ("## Experts that do not beat the base" in text) == bool(losers)
     for name in losers:
         assert f"- `{name}`:" in text
+
+
+def test_max_epochs_caps_steps_on_small_tasks(resident):
+    examples = [(f"item {i}", "zz") for i in range(16)]
+    out = train_expert(resident, examples, ExpertConfig(steps=100, max_epochs=2, batch_size=4, warmup=1, every=2, keep_last=2, logger="none", progress=False))
+    assert len(out.losses) == 8 and [s for s, _ in out.trajectory] == [6, 8]

@@ -109,12 +109,12 @@ def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]
         metric="accuracy" if base.accuracy is not None else "rougeL",
         base_score=base.to_dict(),
         expert_score=expert.to_dict(),
-        steps=cfg.expert.steps,
+        steps=len(out.losses),
         seconds=round(out.seconds, 1),
         n_train=out.n_examples,
         n_truncated=out.n_truncated,
         trajectory_steps=[s for s, _ in out.trajectory],
-        config=cfg.expert.to_dict(),
+        config={**cfg.expert.to_dict(), "steps_run": len(out.losses)},
     )
     return rec, out
 

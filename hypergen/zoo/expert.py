@@ -32,7 +32,9 @@ SLOT = "trainee"  # not "training": peft names submodules after adapters and nn.
 class ExpertConfig:
     """How one expert is trained.
 
-    steps: optimizer steps. batch_size: examples per step. lr: AdamW peak learning rate, linear warmup
+    steps: optimizer steps (at most; see max_epochs). batch_size: examples per step.
+    max_epochs: cap on passes over the task's training examples, so a task with 80 examples is not
+    memorised over 10 epochs (a first zoo run did exactly that and lost accuracy); None = no cap. lr: AdamW peak learning rate, linear warmup
     over `warmup` steps then linear decay to 0. max_tokens: token budget of prompt + answer (longer
     inputs are cut from the start and counted). keep_last / every: keep the last `keep_last`
     trajectory checkpoints, `every` steps apart. logger: "wandb" (offline unless WANDB_MODE says
@@ -40,6 +42,7 @@ class ExpertConfig:
     """
 
     steps: int = 100
+    max_epochs: float | None = 3.0
     batch_size: int = 8
     lr: float = 1e-3
     warmup: int = 10
@@ -155,6 +158,10 @@ def train_expert(
     if not encoded:
         raise HypergenError(f"{run_name}: no training example fits in max_tokens={cfg.max_tokens} ({skipped} skipped); raise max_tokens.")
     n_trunc = sum(e.truncated for e in encoded)
+    if cfg.max_epochs is not None:
+        steps = min(cfg.steps, max(cfg.keep_last, math.ceil(cfg.max_epochs * len(encoded) / cfg.batch_size)))
+        if steps != cfg.steps:
+            cfg = ExpertConfig(**{**cfg.to_dict(), "steps": steps, "max_epochs": None})
 
     pl.seed_everything(cfg.seed, verbose=False)
     spec = LoraSpec(**{**cfg.lora.to_dict(), "init_seed": cfg.seed})
