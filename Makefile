@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup install models test test-fast bench clean-venv
+.PHONY: setup install models browser test test-fast bench
 
-setup: install models  ## venv + pinned install + SmolLM2/MiniLM converted into ~/.cache/hypergen
+setup: install models browser  ## venv + pinned install + models and BIG-bench into ~/.cache/hypergen + Chromium
 
 install: $(BIN)/hypergen
 
@@ -16,6 +16,9 @@ $(BIN)/hypergen: pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[app,test]'
 	touch $@
+
+browser:  ## Debian's Chromium + chromedriver for the app's browser test (skipped without them)
+	command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || echo "warning: could not install chromium (not root?); the browser test will be skipped"
 
 models: install
 	$(BIN)/hypergen setup --bigbench

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata as md
 import platform
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -150,6 +151,7 @@ def zoo_pack(source: str | Path, dest: str | Path) -> Path:
 # ---- generators --------------------------------------------------------------------------------
 DEFAULT_GENERATOR = "sg"  # to be set by the held-out evaluation (docs/results)
 MAX_DESCRIPTION_CHARS = 4000
+_ENCODE_LOCK = threading.Lock()  # warnings.catch_warnings is process-global: one encode at a time
 
 
 def generators_dir() -> Path:
@@ -227,7 +229,7 @@ def generate(
     enc = encoder(encoder_name)
     model = resident(base, device) if (activate or inputs) else None  # loaded once, outside the timings
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with _ENCODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         emb = enc.encode([description])[0]
     notes += [str(w.message) for w in caught if "Description is" in str(w.message)]

@@ -321,6 +321,11 @@ def train(
     typer.echo(f"saved to {summary['out']}")
 
 
+from hypergen.app_cli import app as _serve_app  # noqa: E402  (imports no streamlit)
+
+app.command("app")(_friendly(_serve_app))
+
+
 def main() -> None:
     import warnings
 

@@ -29,16 +29,16 @@ class Mix(Generator):
     def sample(self, cond, n, gen):
         _, idx, w = self.bank.top_k(cond[None], self.config.top_k, self.config.temperature)
         idx, w = idx[0].tolist(), w[0].tolist()
-        self._last = (idx, w)
-        # exact mix of the weight updates at rank K*r; `flat` (LoraHub average) is kept for the layout
+        # the flat vector (LoraHub average at rank r) only fills the protocol; generate() returns the
+        # exact mix of the weight updates at rank K*r
         flat = (torch.tensor(w)[:, None] * self.bank.flat[idx]).sum(0)
         return Sampled(flat[None].expand(n, -1), dict(zip(idx, w)))
 
     def generate(self, cond, **kw):
-        res = super().generate(cond, **kw)
-        idx, w = self._last
+        res = super().generate(cond, **kw)  # neighbours carry the mix weights; no state kept between calls
         base = self.bank.meta.get("base_model", "")
-        res.weights = mix([self.layout.unflatten(self.bank.flat[i], base) for i in idx], w, how="concat")
+        pos = {name: i for i, name in enumerate(self.bank.names)}
+        res.weights = mix([self.layout.unflatten(self.bank.flat[pos[n.name]], base) for n in res.neighbors], [n.weight for n in res.neighbors], how="concat")
         res.samples = [res.weights] * len(res.samples)
         return res
 
