@@ -303,6 +303,7 @@ def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: to
     dev = pick_device(device)
     t = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(dev)
+    model.requires_grad_(False)  # the base is always frozen; new_trainable re-enables only its slot
     tok = AutoTokenizer.from_pretrained(path)
     if not getattr(tok, "chat_template", None):
         raise HypergenError(f"The tokenizer in {path} has no chat template; hypergen prompts through the chat template.")

@@ -33,14 +33,15 @@ def test_recon_training_lowers_the_loss_and_the_kl_matters(tiny_bank, tmp_path):
     with torch.no_grad():
         before = g.training_loss(batch)
     assert all(torch.isfinite(v) for v in before.values()), before
-    terms = {"nll": before["nll"].abs(), "kl": g.config.beta * before["kl"], "prior": g.gamma * before["prior"]}
-    assert terms["kl"] / sum(terms.values()) > 0.05  # the paper's beta let the KL vanish; ours must not
+    kl, prior = g.config.beta * before["kl"], g.gamma * before["prior"]
+    fit = before["loss"] - kl - prior
+    assert kl / (fit.abs() + kl + prior) > 0.1  # the paper's beta let the KL vanish; ours must not
     assert before["kl"] > 0.5 and before["mse"] == pytest.approx(before["global_mse"])  # starts at the global mean
     train_generator(g, quick(steps=80), tmp_path / "g", run_name="abmll-recon")
     with torch.no_grad():
         after = g.training_loss(batch)
     assert all(torch.isfinite(v) for v in after.values())
-    assert after["loss"] < before["loss"] - 0.5
+    assert after["loss"] < 0.7 * before["loss"] and after["nll"] < before["nll"] - 1
     assert after["mse"] < 0.8 * after["global_mse"]  # the description moved the posterior toward its expert
 
 
@@ -94,7 +95,7 @@ def test_checkpoint_roundtrip_and_wrong_family(tiny_bank, tmp_path):
         load_generator(tmp_path / "ab", tiny_bank, family="sg")
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [("beta", -1.0, "beta and gamma must be >= 0"), ("gamma", -0.1, "beta and gamma"), ("init_post_var", 0.0, "init_post_var must be > 0"), ("var_floor", 0.0, "var_floor"), ("hidden", 0, "hidden must be")])
+@pytest.mark.parametrize(("field", "value", "message"), [("beta", -1.0, "beta and gamma must be >= 0"), ("gamma", -0.1, "beta and gamma"), ("init_post_var", 0.0, "init_post_var must be > 0"), ("var_floor", 0.0, "var_floor"), ("hidden", 0, "hidden must be"), ("nll_power", 2.0, "nll_power must be in")])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(HypergenError, match=message):
         ABMLLConfig(**{field: value})

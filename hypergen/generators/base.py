@@ -236,6 +236,10 @@ class Generator(nn.Module):
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         raise HypergenError(f"The {self.family} generator has nothing to train.")
 
+    def adapter_for_training(self, cond: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Differentiable flat adapters (B, P) for the sft objective, plus extra loss terms."""
+        raise HypergenError(f"The {self.family} generator cannot train with objective 'sft'; use --objective recon.")
+
     def training_examples(self) -> torch.utils.data.Dataset:
         """(expert index, checkpoint index, variant index) triples over the bank; families may override."""
         items = [(i, t, v) for i in range(len(self.bank)) for t in range(len(self.bank.traj[i])) for v in range(len(self.bank.variants[i]))]

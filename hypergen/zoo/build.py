@@ -147,7 +147,8 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
     from hypergen.base import load_base  # noqa: F401  (fail early on a broken install, before launching ranks)
 
     _, _, names = plan(cfg)
-    meta = {"suite": cfg.suite, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
+    suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
+    meta = {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
     zoo = Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
     if cfg.devices == 1:
         _work(cfg)
