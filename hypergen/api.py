@@ -310,3 +310,10 @@ def validation_error(gen, z, names, encoder_name: str = "minilm") -> dict:
         den = sum(float(target.delta(p).pow(2).sum()) for p in target.modules)
         per[n] = (num / max(den, 1e-20)) ** 0.5
     return {"rel_l2_dW": per, "mean": sum(per.values()) / max(1, len(per))}
+
+
+def evaluate(cfg, progress: bool = True) -> dict:
+    """Run or resume the evaluation protocol (EvalConfig); returns the summary."""
+    from hypergen.eval.protocol import run
+
+    return run(cfg, progress=progress)

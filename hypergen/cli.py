@@ -321,6 +321,39 @@ def train(
     typer.echo(f"saved to {summary['out']}")
 
 
+@app.command("eval")
+@_friendly
+def eval_cmd(
+    suite: Annotated[str, _SUITE] = "bigbench",
+    split: Annotated[str, typer.Option(help="heldout | seen | all (all: every task of the suite counts as unseen).")] = "heldout",
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to compare (repeat); default all.")] = None,
+    instances: Annotated[int, typer.Option(help="Test instances per task.")] = 50,
+    seeds: Annotated[int, typer.Option()] = 3,
+    controls: Annotated[bool, typer.Option(help="Score gibberish / other-task descriptions too.")] = True,
+    out: Annotated[str, typer.Option(help="Folder for results.json, report.md and plots.")] = "docs/results",
+    zoo: Annotated[Optional[str], typer.Option()] = None,
+    oracle_zoo: Annotated[Optional[str], typer.Option(help="Zoo of experts trained on held-out tasks (upper reference).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Only these tasks (repeat).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N tasks.")] = None,
+    base: Annotated[Optional[str], typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+    encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Held-out evaluation of every method on the same instances (resumable: rerun to continue)."""
+    from hypergen import api
+    from hypergen.eval.protocol import ALL_METHODS, EvalConfig
+
+    kw = dict(suite=suite, split=split, methods=tuple(methods or ALL_METHODS), instances=instances, seeds=seeds, controls=controls, out=out,
+              zoo=zoo, tasks=tuple(tasks) if tasks else None, limit=limit, base=base, device=device, encoder=encoder)
+    if oracle_zoo:
+        kw["oracle_zoo"] = oracle_zoo
+    summary = api.evaluate(EvalConfig(**kw), progress=not as_json)
+    if as_json:
+        return _print_json(summary)
+    typer.echo((__import__("pathlib").Path(out) / "report.md").read_text())
+
+
 from hypergen.app_cli import app as _serve_app  # noqa: E402  (imports no streamlit)
 
 app.command("app")(_friendly(_serve_app))

@@ -1,0 +1,76 @@
+"""Markdown report and PNG plot of an evaluation summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(x, nd=3) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def _ci(c) -> str:
+    return "-" if not c else f"[{c[0]:+.3f}, {c[1]:+.3f}]"
+
+
+def report_markdown(summary: dict, cfg) -> str:
+    lines = [
+        f"# Evaluation: {summary['split']} tasks of {summary['suite']}",
+        "",
+        f"{summary['tasks']} tasks, {summary['seeds']} seed(s), up to {summary['instances']} test instances per task. "
+        "ROUGE-L and exact match of greedy answers on every task; accuracy by option log-likelihood on multiple-choice "
+        "tasks; `main` = accuracy for multiple choice, ROUGE-L otherwise. Macro means over tasks (each task averaged over "
+        "seeds); CIs are 95% bootstrap over tasks; differences to the multi-task LoRA are paired by task.",
+        "",
+        f"Command: `hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds} --out {cfg.out}`",
+        "",
+        "| method | tasks | ROUGE-L | ROUGE-L 95% CI | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for m, e in summary["methods"].items():
+        if "@" in m:
+            continue
+        diff = f"{e['main_vs_multitask']:+.3f} {_ci(e.get('main_vs_multitask_ci95'))}" if "main_vs_multitask" in e else "-"
+        lines.append(
+            f"| {m} | {e['tasks']} | {_fmt(e.get('rougeL'))} | {_ci(e.get('ci95'))} | {_fmt(e.get('exact_match'))} | "
+            f"{_fmt(e.get('accuracy'))} | {_fmt(e.get('main'))} | {diff} | {_fmt(e.get('main_oracle_gap_closed'), 2)} |"
+        )
+    if summary.get("controls"):
+        lines += ["", "## Controls (aligned description minus control, main metric)", "", "| method | minus gibberish | minus another task's description |", "|---|---:|---:|"]
+        for m, c in summary["controls"].items():
+            lines.append(f"| {m} | {_fmt(c.get('aligned_minus_gibberish'))} | {_fmt(c.get('aligned_minus_other'))} |")
+    if summary.get("calibration"):
+        lines += ["", "## Calibration on multiple-choice tasks (seed 0)", "", "| method | ECE | Brier | instances |", "|---|---:|---:|---:|"]
+        for m, c in summary["calibration"].items():
+            if "skipped" in c:
+                lines.append(f"| {m} | skipped: {c['skipped']} | | |")
+            else:
+                lines.append(f"| {m} | {_fmt(c['ece'])} | {_fmt(c['brier'])} | {c['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = [(m, e) for m, e in summary["methods"].items() if "@" not in m and e.get("main") is not None]
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(ms)), 3.2), dpi=120)
+    xs = range(len(ms))
+    vals = [e["main"] for _, e in ms]
+    err = [[v - e["main_ci95"][0] for v, (_, e) in zip(vals, ms)], [e["main_ci95"][1] - v for v, (_, e) in zip(vals, ms)]] if all("main_ci95" in e for _, e in ms) else None
+    ax.bar(xs, vals, yerr=err, capsize=3, color=["#999" if m in ("base", "base_desc", "oracle") else "#3b7dd8" for m, _ in ms])
+    ax.set_xticks(list(xs), [m for m, _ in ms], rotation=30, ha="right")
+    ax.set_ylabel("main metric (macro)")
+    ax.set_title(f"{summary['split']} tasks ({summary['tasks']})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(summary: dict, cfg, out: Path) -> None:
+    out = Path(out)
+    (out / "report.md").write_text(report_markdown(summary, cfg))
+    plot(summary, out / "methods.png")
