@@ -22,7 +22,7 @@ ZOO = os.environ.get("HYPERGEN_APP_ZOO") or None
 BASE = os.environ.get("HYPERGEN_APP_BASE") or None
 ENCODER = os.environ.get("HYPERGEN_APP_ENCODER") or "minilm"
 DEVICE = os.environ.get("HYPERGEN_APP_DEVICE") or "auto"
-DEFAULT = os.environ.get("HYPERGEN_APP_GENERATOR") or api.DEFAULT_GENERATOR
+DEFAULT = os.environ.get("HYPERGEN_APP_GENERATOR") or api.default_generator()
 
 
 @st.cache_resource(show_spinner="Loading the base model...")

@@ -150,6 +150,7 @@ def zoo_pack(source: str | Path, dest: str | Path) -> Path:
 
 # ---- generators --------------------------------------------------------------------------------
 DEFAULT_GENERATOR = "sg"  # to be set by the held-out evaluation (docs/results)
+FALLBACK_GENERATOR = "mix"  # used while the default has no trained checkpoint (e.g. before one ships)
 MAX_DESCRIPTION_CHARS = 4000
 _ENCODE_LOCK = threading.Lock()  # warnings.catch_warnings is process-global: one encode at a time
 
@@ -158,6 +159,11 @@ def generators_dir() -> Path:
     """Shipped generator checkpoints (repo generators/), else the local cache."""
     shipped = paths.REPO_ROOT / "generators"
     return shipped if any(shipped.glob("*/generator.json")) else paths.home() / "generators"
+
+
+def default_generator() -> str:
+    """DEFAULT_GENERATOR when its checkpoint exists, else the best baseline that needs none."""
+    return DEFAULT_GENERATOR if (generators_dir() / DEFAULT_GENERATOR / "generator.json").is_file() else FALLBACK_GENERATOR
 
 
 def list_generators() -> list[str]:
@@ -184,7 +190,7 @@ def get_generator(name: str | None = None, zoo_path: str | None = None, encoder_
     """A ready generator: trained families load their checkpoint, baselines are built on the bank."""
     from hypergen.generators import build, get_family, load_generator
 
-    name = name or DEFAULT_GENERATOR
+    name = name or default_generator()
     cls = get_family(name)  # unknown names list the registered ones
     b = bank(zoo_path, encoder_name)
     if not cls.trainable:

@@ -276,7 +276,7 @@ def generators_list(as_json: Annotated[bool, typer.Option("--json")] = False):
     from hypergen import api
     from hypergen.generators import get_family
 
-    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == api.DEFAULT_GENERATOR} for n in api.list_generators()]
+    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == api.default_generator()} for n in api.list_generators()]
     if as_json:
         return _print_json(rows)
     for r in rows:

@@ -66,7 +66,7 @@ class ABMLLConfig(GeneratorConfig):
     temperature only choose the neighbours reported (ABMLL mixes no experts). nll_power: the
     beta-NLL exponent of the recon objective (0 = plain Gaussian NLL)."""
 
-    hidden: int = 256
+    hidden: int = 128
     beta: float = 0.5
     gamma: float | None = None
     init_post_var: float = 0.1

@@ -14,31 +14,36 @@ from hypergen.generators.base import Layout
 
 
 class Normalizer(nn.Module):
-    """z-normalisation per tensor (one mean/std per A and per B of each module), fitted on the zoo."""
+    """Centre on the zoo's mean adapter (per weight), scale by one std per tensor (each A and B).
+
+    Per-weight centring matters: every expert starts from the same random A, so most of each A is that
+    shared init. A decoder whose heads are shared across layers cannot reproduce 30 layers of random
+    matrices; after centring it only has to produce what distinguishes one task from the others.
+    """
 
     def __init__(self, layout: Layout):
         super().__init__()
         self.sizes = layout.sizes
-        n = len(self.sizes)
-        self.register_buffer("mean", torch.zeros(n))
-        self.register_buffer("std", torch.ones(n))
+        self.register_buffer("mean", torch.zeros(layout.numel))  # (P,) the zoo's mean adapter
+        self.register_buffer("std", torch.ones(len(self.sizes)))  # one per A / B tensor
 
     @torch.no_grad()
     def fit(self, flat: torch.Tensor) -> Normalizer:
         """flat: (N, P) example adapters."""
-        for j, part in enumerate(torch.split(flat, self.sizes, dim=1)):
-            self.mean[j] = part.mean()
-            self.std[j] = part.std().clamp_min(1e-8)
+        self.mean.copy_(flat.mean(0))
+        for j, part in enumerate(torch.split(flat - self.mean, self.sizes, dim=1)):
+            self.std[j] = part.std().clamp_min(1e-8) if part.numel() > 1 else 1.0
         return self
 
     def _expand(self, v: torch.Tensor) -> torch.Tensor:
+        """(n_tensors,) -> (P,): one value per tensor repeated over its weights."""
         return torch.repeat_interleave(v, torch.tensor(self.sizes, device=v.device))
 
     def encode(self, flat: torch.Tensor) -> torch.Tensor:
-        return (flat - self._expand(self.mean)) / self._expand(self.std)
+        return (flat - self.mean) / self._expand(self.std)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self._expand(self.std) + self._expand(self.mean)
+        return z * self._expand(self.std) + self.mean
 
     def scale(self) -> torch.Tensor:
         """(P,) per-weight std, to turn variances in normalised space back into weight space."""

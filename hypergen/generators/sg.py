@@ -32,7 +32,7 @@ class SGConfig(GeneratorConfig):
     var_floor: added to the prior variance before taking logs (normalised units)."""
 
     latent: int = 32
-    hidden: int = 256
+    hidden: int = 128
     beta: float = 1e-2
     var_floor: float = 1e-4
 
