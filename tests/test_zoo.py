@@ -58,12 +58,22 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     build_zoo(cfg)  # nothing left to do: no expert is retrained
     assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
 
-    packed = zoo.pack(tmp_path / "packed")
+    packed = zoo.pack(tmp_path / "packed")  # int8 per-row absmax
     assert packed.names() == names and not (packed.folder("antonyms") / "trajectory").exists()
-    assert next(iter(packed.weights("antonyms").modules.values()))[0].dtype == torch.float32  # loaded back as fp32
+    got, want = packed.weights("antonyms"), zoo.weights("antonyms")
+    assert list(got.modules) == list(want.modules) and got.alpha == want.alpha
+    for p in want.modules:
+        assert got.modules[p][0].dtype == torch.float32  # loaded back as fp32
+        err = (got.delta(p) - want.delta(p)).norm() / want.delta(p).norm().clamp_min(1e-12)
+        assert err < 0.02, (p, float(err))  # int8 rounding: ~0.5% relative on each factor
     from safetensors import safe_open
 
-    with safe_open(str(packed.folder("antonyms") / "adapter_model.safetensors"), "pt") as f:
+    with safe_open(str(packed.folder("antonyms") / "adapter_q8.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if k.endswith(".q")} == {torch.int8}
+    assert packed.multitask() is not None or zoo.multitask() is None
+    fp16 = zoo.pack(tmp_path / "packed16", dtype=torch.float16)
+
+    with safe_open(str(fp16.folder("antonyms") / "adapter_model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
 
 
