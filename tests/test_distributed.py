@@ -1,0 +1,62 @@
+"""Generator training really runs distributed: Lightning DDP (gloo) on 2 CPU processes, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hypergen.generators import ExpertBank, load_generator
+from hypergen.text import FakeEncoder
+
+ANTONYM = "Give the antonym of the word: the word with the opposite meaning."
+
+
+def json_documents(text: str) -> list[dict]:
+    """Every top-level JSON object printed on stdout. Under `--strategy ddp` Lightning re-runs the CLI
+    in each rank, so each rank prints its own summary (and the progress bar may sit between them)."""
+    dec, docs, i = json.JSONDecoder(), [], 0
+    while (i := text.find("{", i)) != -1:
+        if i == 0 or text[i - 1] == "\n":
+            try:
+                doc, end = dec.raw_decode(text, i)
+                docs.append(doc)
+                i = end
+                continue
+            except json.JSONDecodeError:
+                pass
+        i += 1
+    return docs
+
+
+@pytest.mark.slow
+def test_icm_trains_with_ddp_on_two_cpu_processes(tiny_zoo, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYPERGEN_HOME": str(tmp_path / "home")}
+
+    def train(out, *extra):
+        cmd = [
+            sys.executable, "-m", "hypergen.cli", "train", "icm", "--zoo", str(tiny_zoo.root), "--encoder", "fake",
+            "--steps", "6", "--batch-size", "2", "--accelerator", "cpu", "--logger", "none", "--out", str(out), "--json", *extra,
+        ]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-4000:]
+        docs = [d for d in json_documents(p.stdout) if d.get("family") == "icm"]
+        assert docs, p.stdout[-2000:]
+        return docs
+
+    ddp = train(tmp_path / "ddp", "--devices", "2", "--strategy", "ddp")
+    one = train(tmp_path / "one", "--devices", "1")
+    assert all(d["world_size"] == 2 and d["train"]["strategy"] == "ddp" for d in ddp)
+    assert all(d["world_size"] == 1 for d in one)
+    assert json.loads((tmp_path / "ddp" / "train.json").read_text())["world_size"] == 2  # written by rank 0
+
+    bank = ExpertBank.from_zoo(tiny_zoo, FakeEncoder())
+    e = FakeEncoder().encode([ANTONYM])[0]
+    got = {k: load_generator(tmp_path / k, bank, family="icm").generate(e, samples=2).weights for k in ("ddp", "one")}
+    for w in got.values():
+        assert list(w.modules) == list(bank.layout.paths)
+    assert [(tuple(a.shape), tuple(b.shape)) for a, b in got["ddp"].modules.values()] == [(tuple(a.shape), tuple(b.shape)) for a, b in got["one"].modules.values()]
+    assert got["ddp"].alpha == got["one"].alpha and got["ddp"].num_params() == got["one"].num_params()
