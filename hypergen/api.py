@@ -292,6 +292,9 @@ def train(
         sft = prepare_sft(b, z, resident(base, device), cfg)
     out = Path(out) if out else paths.home() / "generators" / name
     summary = train_generator(gen, cfg, out, sft_data=sft, run_name=name)
+    summary["out"] = str(out)
+    if summary["global_rank"] != 0:
+        return summary
     if cfg.val_experts:
         summary["val"] = validation_error(gen, z, cfg.val_experts, encoder_name)
         (out / "train.json").write_text(__import__("json").dumps(summary, indent=2, default=str))

@@ -310,9 +310,11 @@ def train(
 
     cfg = TrainConfig(
         objective=objective, steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_experts=tuple(val_experts or ()),
-        devices=devices, strategy=strategy, num_nodes=num_nodes, accelerator=accelerator, logger=logger,
+        devices=devices, strategy=strategy, num_nodes=num_nodes, accelerator=accelerator, logger=logger, progress=not as_json,
     )
     summary = api.train(generator, cfg, zoo_path=zoo, out=out, encoder_name=encoder, base=base)
+    if summary["global_rank"] != 0:
+        return  # under ddp every rank runs this command; rank 0 reports
     if as_json:
         return _print_json({k: v for k, v in summary.items() if k != "history"})
     typer.echo(f"{generator}: {summary['seconds']} s on {summary['world_size']} process(es); final {summary['final']}")

@@ -66,12 +66,19 @@ class TrainConfig:
 
 
 class LitGenerator(pl.LightningModule):
-    def __init__(self, generator: Generator, cfg: TrainConfig, sft=None):
+    def __init__(self, generator: Generator, cfg: TrainConfig, data, sft=None):
         super().__init__()
         self.generator = generator
         self.cfg = cfg
+        self._data = data
         self._sft = sft  # (resident, task data): kept out of the module so checkpoints stay small
         self.history: list[dict] = []
+
+    def train_dataloader(self):
+        # each rank draws its own batches (seed + rank); rank 0 draws what a 1-process run draws
+        g = torch.Generator().manual_seed(self.cfg.seed + self.global_rank)
+        sampler = RandomSampler(self._data, replacement=True, num_samples=self.cfg.steps * self.cfg.batch_size, generator=g)
+        return DataLoader(self._data, batch_size=self.cfg.batch_size, sampler=sampler)
 
     def training_step(self, batch, batch_idx):
         if self.cfg.objective == "sft":
@@ -107,16 +114,15 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     # resume only the very same run: same family config, training config, experts and destination
     import hashlib
 
-    key = json.dumps([generator.family, generator.config.to_dict(), asdict(cfg), generator.bank.names, str(out.resolve())], sort_keys=True, default=str)
+    shapes = {k: list(v.shape) for k, v in generator.state_for_save().items()}  # a code change that alters shapes starts afresh
+    key = json.dumps([generator.family, generator.config.to_dict(), asdict(cfg), generator.bank.names, str(out.resolve()), shapes], sort_keys=True, default=str)
     run_id = hashlib.sha1(key.encode()).hexdigest()[:10]
     ckpt_dir = paths.runs_dir() / "generators" / f"{run_name or generator.family}-{run_id}" / "ckpt"
     pl.seed_everything(cfg.seed, verbose=False)
     data = generator.training_examples()
     if len(data) == 0:
         raise HypergenError("No training examples: the zoo is empty.")
-    sampler = RandomSampler(data, replacement=True, num_samples=cfg.steps * cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler)
-    lit = LitGenerator(generator, cfg, sft=sft_data)
+    lit = LitGenerator(generator, cfg, data, sft=sft_data)
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=cfg.ckpt_every, save_last=True, save_top_k=0)
@@ -145,7 +151,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     )
     last = ckpt_dir / "last.ckpt"
     t = time.perf_counter()
-    trainer.fit(lit, loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(lit, ckpt_path=str(last) if last.is_file() else None)
     seconds = time.perf_counter() - t
     if cfg.logger == "wandb" and os.environ.get("WANDB_MODE") != "disabled":
         import wandb
@@ -157,6 +163,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         "train": asdict(cfg),
         "seconds": round(seconds, 1),
         "world_size": trainer.world_size,
+        "global_rank": trainer.global_rank,  # under ddp every rank returns; only rank 0 saves and reports
         "history": lit.history,
         "final": lit.history[-1] if lit.history else None,
     }
