@@ -89,7 +89,7 @@ def main() -> None:
         rows.append((label, res.weights.rank, parts))
         model.deactivate()
     train_s = statistics.median(r.seconds for r in zoo.records()) if len(zoo) else float("nan")
-    steps = zoo.records()[0].steps if len(zoo) else 0
+    steps = statistics.median(r.steps for r in zoo.records()) if len(zoo) else 0
     lines = [
         f"Machine: {machine()}. Device: {model.device}. Zoo: {len(zoo)} experts ({zoo.root}). Encoder: {enc.name}. "
         f"{args.runs} timed runs per generator after 3 warm-up runs, each on a different description; seed 0. "
@@ -102,7 +102,8 @@ def main() -> None:
         lines.append(f"| {label} | {rank} | {p50(p['encode']):.1f} | {p50(p['generate']):.1f} | {p50(p['activate']):.2f} | {p50(p['total']):.1f} | {p90(p['total']):.1f} |")
     if rows:
         best = min(p50(p["total"]) for _, _, p in rows)
-        lines += ["", f"Training one expert ({steps} steps, median over the zoo): {train_s:.0f} s. "
+        lines += ["", f"Training one expert (median over the zoo's records: {steps:.0f} steps, {train_s:.0f} s of Lightning fit; "
+                  "the build may have shared the cores with other work, see docs/zoo.md). "
                   f"Generating one: {best:.1f} ms p50 at best, about {train_s * 1000 / best:,.0f}x faster (target: p50 <= 50 ms)."]
     lines += [f"- {n}" for n in notes]
     body = "\n".join(lines)
