@@ -307,7 +307,6 @@ def validation_error(gen, z, names, encoder_name: str = "minilm") -> dict:
 
     Measured on the full weight update dW = s * B @ A of every module (gauge-free: A and B alone are
     only defined up to an invertible r x r transform)."""
-    import torch
 
     enc = encoder(encoder_name)
     per = {}

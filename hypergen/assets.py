@@ -12,12 +12,9 @@ leaves a half-written model behind.
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,6 @@ from pathlib import Path
 from hypergen import paths
 from hypergen.errors import HypergenError
 
-log = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -87,17 +83,9 @@ def _build_atomically(final: Path, build) -> Path:
     """Run build(tmp_dir) and move the result to `final` only once it is complete."""
     if (final / ".complete").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
+    with paths.atomic_folder(final) as tmp:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

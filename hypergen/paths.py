@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +34,20 @@ def data_dir() -> Path:
 def runs_dir() -> Path:
     """Training runs: checkpoints, logs, W&B offline files."""
     return home() / "runs"
+
+
+@contextmanager
+def atomic_folder(final: Path):
+    """Yield a temporary sibling folder; on success it replaces `final` in one rename, on failure it is
+    removed. Readers never see a half-written folder, whatever kills the writer."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -61,3 +61,24 @@ def make_tiny_llama(folder: str | Path, *, seed: int = 0, hidden: int = 64, laye
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def smollm2_bank(n: int = 4, seed: int = 0):
+    """A synthetic ExpertBank with SmolLM2-135M's LoRA layout (30 layers, q_proj 576->576, v_proj 576->192,
+    rank 8; 460,800 weights): generator sizes and speeds at real scale without a real zoo."""
+    import torch
+
+    from hypergen.generators import ExpertBank, Layout
+
+    paths, a, b = [], [], []
+    for i in range(30):
+        for m, out in (("q_proj", 576), ("v_proj", 192)):
+            paths.append(f"model.layers.{i}.self_attn.{m}")
+            a.append((8, 576))
+            b.append((out, 8))
+    layout = Layout(tuple(paths), tuple(a), tuple(b), 16.0)
+    g = torch.Generator().manual_seed(seed)
+    flat = 0.02 * torch.randn(n, layout.numel, generator=g)
+    traj = [torch.stack([f + 1e-3 * torch.randn(layout.numel, generator=g), f]) for f in flat]
+    e = torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1)
+    return ExpertBank([f"expert{i}" for i in range(n)], e, [v[None] for v in e], flat, traj, layout, {"base_model": "SmolLM2-135M-Instruct"})

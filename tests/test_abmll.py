@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hypergen.errors import HypergenError
-from hypergen.generators import ExpertBank, Layout, build, load_generator
+from hypergen.generators import ExpertBank, build, load_generator
 from hypergen.generators.abmll import ABMLL, ABMLLConfig
 from hypergen.generators.train import TrainConfig, train_generator
 from hypergen.text import FakeEncoder
@@ -127,17 +127,10 @@ def test_nan_later_names_its_step(tiny_bank, tmp_path, monkeypatch):
 
 def test_size_at_smollm2_scale():
     """30 layers, q_proj 576->576, v_proj 576->192, rank 8: P = 460,800; the generator stays ~10 MB in fp16."""
-    paths, a, b = [], [], []
-    for layer in range(30):
-        for mod, out in (("q_proj", 576), ("v_proj", 192)):
-            paths.append(f"model.layers.{layer}.self_attn.{mod}")
-            a.append((8, 576))
-            b.append((out, 8))
-    layout = Layout(tuple(paths), tuple(a), tuple(b), 16.0)
-    N = 3
-    flat = torch.randn(N, layout.numel)
-    emb = torch.nn.functional.normalize(torch.randn(N, 384), dim=1)
-    bank = ExpertBank([f"e{i}" for i in range(N)], emb, [e[None] for e in emb], flat, [f[None] for f in flat], layout, {})
+    from hypergen.testing import smollm2_bank
+
+    bank = smollm2_bank(3)
+    layout = bank.layout
     g = build("abmll", bank)
     n = sum(v.numel() for v in g.state_for_save().values())
     assert layout.numel == 460_800

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from hypergen.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 # docs/app.png is refreshed only on request (HYPERGEN_SCREENSHOT=docs/app.png), so test runs leave the tree clean

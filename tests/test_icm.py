@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hypergen.errors import HypergenError
-from hypergen.generators import ExpertBank, Layout, build, load_generator
+from hypergen.generators import build, load_generator
 from hypergen.generators.icm import ICMConfig, ICMLoRA
 from hypergen.text import FakeEncoder
 
@@ -143,23 +143,9 @@ def test_exported_adapter_loads_in_plain_peft_with_every_tensor(trained, tiny_pa
 
 
 # ---- size at SmolLM2 scale ---------------------------------------------------------------------
-def smollm2_bank(n: int = 4) -> ExpertBank:
-    """A fake bank with SmolLM2-135M's LoRA layout: 30 layers, q_proj 576->576, v_proj 576->192, rank 8."""
-    paths, a, b = [], [], []
-    for i in range(30):
-        for m, out in (("q_proj", 576), ("v_proj", 192)):
-            paths.append(f"model.layers.{i}.self_attn.{m}")
-            a.append((8, 576))
-            b.append((out, 8))
-    L = Layout(tuple(paths), tuple(a), tuple(b), 16.0)
-    g = torch.Generator().manual_seed(0)
-    flat = 0.02 * torch.randn(n, L.numel, generator=g)
-    traj = [torch.stack([f + 1e-3 * torch.randn(L.numel, generator=g), f]) for f in flat]
-    e = torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1)
-    return ExpertBank([f"expert{i}" for i in range(n)], e, [v[None] for v in e], flat, traj, L, {"base_model": "SmolLM2-135M-Instruct"})
-
-
 def test_checkpoint_is_at_most_20_mb_at_smollm2_scale(tmp_path):
+    from hypergen.testing import smollm2_bank
+
     bank = smollm2_bank()
     assert bank.layout.numel == 460_800
     gen = build("icm", bank)

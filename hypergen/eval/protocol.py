@@ -276,7 +276,7 @@ def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> d
                 vals = list(tm.values())
                 entry[metric] = sum(vals) / len(vals)
                 if metric in ("rougeL", "main"):
-                    entry[f"ci95" if metric == "rougeL" else "main_ci95"] = list(_bootstrap(vals, cfg.bootstrap))
+                    entry["ci95" if metric == "rougeL" else "main_ci95"] = list(_bootstrap(vals, cfg.bootstrap))
         methods[m] = entry
     ref = "multitask"
     for m, entry in methods.items():

@@ -74,7 +74,7 @@ class ICMConfig(GeneratorConfig):
     (description only). For SmolLM2-135M the last hidden state has 576 dims."""
 
     latent: int = 32
-    hidden: int = 256
+    hidden: int = 128  # 256 doubles the checkpoint (17 MB); zoo + generators share a ~60 MB budget
     beta: float = 5e-3
     task_vector_dim: int = 0
 

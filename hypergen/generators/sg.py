@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from hypergen.generators.base import ExpertBank, Generator, GeneratorConfig, Sampled, register_generator
 from hypergen.generators.decoder import AdapterEncoder, Normalizer, PerLayerDecoder, mlp

@@ -144,12 +144,10 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
 
 def build_zoo(cfg: BuildConfig) -> Zoo:
     """Build (or resume) the zoo at cfg.out; returns it."""
-    from hypergen.base import load_base  # noqa: F401  (fail early on a broken install, before launching ranks)
-
-    _, _, names = plan(cfg)
+    plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
     suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
     meta = {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
-    zoo = Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
+    Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
     if cfg.devices == 1:
         _work(cfg)
     else:

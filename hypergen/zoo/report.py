@@ -29,7 +29,7 @@ def zoo_report(zoo: Zoo, title: str = "The expert zoo", command: str = "") -> st
         f"# {title}",
         "",
         f"Zoo: `{zoo.root}`. Base model: {zoo.meta.get('base_model', '?')}. LoRA: {zoo.meta.get('lora', {})}.",
-        f"Scores on each task's own test instances (up to 50; the split is data/splits/bigbench.json): accuracy by "
+        "Scores on each task's own test instances (up to 50; the split is data/splits/bigbench.json): accuracy by "
         "log-likelihood over the options for multiple-choice tasks, ROUGE-L of the greedy answer otherwise.",
     ]
     if command:

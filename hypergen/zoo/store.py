@@ -24,6 +24,7 @@ import torch
 
 from hypergen.errors import HypergenError
 from hypergen.lora import LoraWeights
+from hypergen.paths import atomic_folder
 
 MANIFEST = "manifest.json"
 Q8 = "adapter_q8.safetensors"  # shipped zoos: int8 per-row absmax (0.5 MB an expert instead of 0.9 in fp16)
@@ -145,9 +146,7 @@ class Zoo:
         """Write one expert folder atomically, then the manifest."""
         from safetensors.torch import save_file
 
-        target = self.folder(record.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
+        with atomic_folder(self.folder(record.name)) as tmp:
             _save_final(final, tmp, dtype)
             if trajectory:
                 (tmp / "trajectory").mkdir()
@@ -155,12 +154,6 @@ class Zoo:
                     tensors = {f"{p}.{k}": t.to(dtype).contiguous() for p, (a, b) in w.modules.items() for k, t in (("A", a), ("B", b))}
                     save_file(tensors, str(tmp / "trajectory" / f"step_{step:05d}.safetensors"))
             (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
         def put(m: dict) -> None:
             m["experts"] = [r for r in m["experts"] if r["name"] != record.name] + [asdict(record)]
@@ -178,17 +171,9 @@ class Zoo:
             self._write_manifest()
 
     def set_multitask(self, record: ExpertRecord, weights: LoraWeights, dtype=torch.float16) -> None:
-        target = self.root / MULTITASK
-        tmp = Path(tempfile.mkdtemp(prefix=".multitask-", dir=self.root))
-        try:
+        with atomic_folder(self.root / MULTITASK) as tmp:
             _save_final(weights, tmp, dtype)
             (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def _reconcile(self) -> None:
         """Adopt complete expert folders missing from the manifest; drop entries whose folder is gone.
