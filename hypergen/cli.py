@@ -151,7 +151,10 @@ def zoo_build(
 
     cfg = _build_config(suite, split, tasks, limit, out, steps, batch_size, lr, max_tokens, rank, base, device, devices, strategy, eval_instances, logger)
     path = api.zoo_build(cfg)
-    typer.echo(f"zoo: {path} ({len(api.zoo(path))} experts)")
+    import os
+
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":  # with --devices N every rank runs this
+        typer.echo(f"zoo: {path} ({len(api.zoo(path))} experts)")
 
 
 @zoo_app.command("multitask")

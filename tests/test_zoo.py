@@ -153,3 +153,17 @@ def test_max_epochs_caps_steps_on_small_tasks(resident):
     examples = [(f"item {i}", "zz") for i in range(16)]
     out = train_expert(resident, examples, ExpertConfig(steps=100, max_epochs=2, batch_size=4, warmup=1, every=2, keep_last=2, logger="none", progress=False))
     assert len(out.losses) == 8 and [s for s, _ in out.trajectory] == [6, 8]
+
+
+@pytest.mark.slow
+def test_build_shards_tasks_across_two_processes(tiny_path, tmp_path):
+    """--devices 2: Lightning Fabric launches two CPU processes; each builds every second task."""
+    out = tmp_path / "zoo"
+    cmd = [sys.executable, "-m", "hypergen.cli", "zoo", "build", "--suite", DEMO, "--out", str(out), "--base", str(tiny_path), "--steps", "3",
+           "--batch-size", "4", "--eval-instances", "2", "--logger", "none", "--devices", "2", "--strategy", "ddp"]
+    p = subprocess.run(cmd, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "[0] antonyms" in p.stderr and "[1] review_sentiment" in p.stderr and "[0] reverse_words" in p.stderr and "[1] uppercase" in p.stderr
+    reports = [line for line in p.stdout.splitlines() if line.startswith("zoo: ")]
+    assert reports == [f"zoo: {out} (4 experts)"]  # rank 0 reports once, after the barrier
+    assert sorted(Zoo(out).names()) == sorted(["antonyms", "review_sentiment", "reverse_words", "uppercase"])

@@ -138,7 +138,8 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
         zoo.add(rec, out.weights, out.trajectory)
         bar.write(
             f"[{rank}] {name}: {rec.metric} base {rec.base_score['main']:.3f} -> expert {rec.expert_score['main']:.3f} "
-            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)"
+            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)",
+            file=sys.stderr,
         )
 
 
@@ -153,8 +154,12 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
     else:
         from lightning_fabric import Fabric
 
+        def shard(f) -> None:
+            _work(cfg, f.global_rank, f.world_size)
+            f.barrier()  # every rank's experts are in the manifest before anyone reports
+
         fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy)
-        fabric.launch(lambda f: _work(cfg, f.global_rank, f.world_size))
+        fabric.launch(shard)
     return Zoo(cfg.out)
 
 
