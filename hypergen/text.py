@@ -42,9 +42,13 @@ class MiniLMEncoder:
 
         from hypergen import assets
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         path = path or assets.ensure_minilm()
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.max_tokens = self.model.max_seq_length
+        self.model.encode(["warm-up"], show_progress_bar=False)  # first call pays one-off setup (~0.5 s): count it as loading
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         texts = _check(texts)

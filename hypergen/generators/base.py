@@ -267,10 +267,10 @@ class Generator(nn.Module):
         sims = self.bank.similarities(cond[None].float())[0]
         k = min(self.config.top_k, len(self.bank))
         top = sims.topk(k)
-        idx = top.indices.tolist()
-        if out.neighbor_weights:
-            idx = sorted(out.neighbor_weights, key=lambda j: -out.neighbor_weights[j])
-        neighbors = [Neighbor(self.bank.names[j], float(sims[j]), None if not out.neighbor_weights else round(out.neighbor_weights[j], 4)) for j in idx]
+        weights = out.neighbor_weights or {}
+        # the experts the method used (by weight), then the rest of the top-k by similarity
+        idx = sorted(weights, key=lambda j: -weights[j]) + [j for j in top.indices.tolist() if j not in weights]
+        neighbors = [Neighbor(self.bank.names[j], float(sims[j]), round(weights[j], 4) if j in weights else None) for j in idx]
         base = self.bank.meta.get("base_model", "")
         flat = out.flat
         mean = flat.mean(0)

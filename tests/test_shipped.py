@@ -1,0 +1,61 @@
+"""Everything that ships in the repo loads: the default zoo (zoo/) and generator checkpoints (generators/)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hypergen.paths import REPO_ROOT
+from hypergen.testing import smollm2_bank
+
+ZOO = REPO_ROOT / "zoo"
+SHIPPED_EXPERTS = [r["name"] for r in json.loads((ZOO / "manifest.json").read_text())["experts"]] if (ZOO / "manifest.json").is_file() else []
+SHIPPED_GENERATORS = sorted(p.parent.name for p in (REPO_ROOT / "generators").glob("*/generator.json"))
+SMOLLM2 = smollm2_bank(1).layout
+
+
+def test_shipped_artifacts_fit_the_budget():
+    files = [p for d in ("zoo", "generators") for p in (REPO_ROOT / d).rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 65 * 2**20  # zoo/ + generators/ stay about 60 MB
+
+
+@pytest.mark.parametrize("name", SHIPPED_EXPERTS)
+def test_shipped_expert_loads_with_smollm2_layout(name):
+    from hypergen.zoo.store import Zoo
+
+    zoo = Zoo(ZOO)
+    rec = zoo.record(name)
+    assert rec.descriptions and rec.metric in ("accuracy", "rougeL") and "main" in rec.base_score and "main" in rec.expert_score
+    w = zoo.weights(name)
+    assert tuple(w.modules) == SMOLLM2.paths
+    assert tuple(tuple(a.shape) for a, _ in w.modules.values()) == SMOLLM2.a_shapes
+    assert tuple(tuple(b.shape) for _, b in w.modules.values()) == SMOLLM2.b_shapes
+    assert all(math.isfinite(float(a.abs().sum() + b.abs().sum())) for a, b in w.modules.values())
+    assert zoo.meta["base_model"] == "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", SHIPPED_GENERATORS)
+def test_shipped_generator_loads_and_generates(name, real_encoder):
+    from hypergen import api
+
+    gen = api.get_generator(name)
+    res = gen.generate(real_encoder.encode(["Decide whether the two sentences mean the same thing."])[0])
+    assert tuple(res.weights.modules) == SMOLLM2.paths
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not SHIPPED_EXPERTS, reason="no zoo ships yet")
+def test_shipped_zoo_activates_in_the_real_base(real_resident):
+    from typer.testing import CliRunner
+
+    from hypergen.cli import app
+    from hypergen.zoo.store import Zoo
+
+    zoo = Zoo(ZOO)
+    real_resident.activate(zoo.weights(SHIPPED_EXPERTS[0]), name="shipped")
+    real_resident.deactivate()
+    r = CliRunner().invoke(app, ["zoo", "list", "--json"])
+    assert r.exit_code == 0 and [x["name"] for x in json.loads(r.stdout)] == SHIPPED_EXPERTS
