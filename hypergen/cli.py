@@ -145,11 +145,16 @@ def zoo_build(
     strategy: Annotated[str, typer.Option(help="Launch strategy for --devices > 1, e.g. ddp, ddp_spawn.")] = "ddp",
     eval_instances: Annotated[int, typer.Option(help="Test instances scored per task.")] = 50,
     logger: Annotated[str, typer.Option(help="wandb (offline unless WANDB_MODE=online), csv or none.")] = "wandb",
+    oracle: Annotated[bool, typer.Option(help="Build the held-out tasks' reference experts into a separate oracle zoo (for `hypergen eval`).")] = False,
 ):
     """Train one expert LoRA per task (resumable: rerun to continue after any interruption)."""
     from hypergen import api
 
     cfg = _build_config(suite, split, tasks, limit, out, steps, batch_size, lr, max_tokens, rank, base, device, devices, strategy, eval_instances, logger)
+    if oracle:
+        from dataclasses import replace
+
+        cfg = replace(cfg, oracle=True)
     path = api.zoo_build(cfg)
     import os
 

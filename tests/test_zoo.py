@@ -76,16 +76,17 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
 
 
-def test_heldout_tasks_cannot_be_built(tiny_path, tmp_path):
-    from hypergen.tasks import load_split
-
-    split = load_split()
-    cfg = BuildConfig(suite=DEMO, split=str(REPO_ROOT / "data/splits/bigbench.json"), tasks=["antonyms"], out=str(tmp_path / "z"), base=str(tiny_path))
-    # a demo task is not in the bigbench split, so it is allowed; a held-out name must be refused
-    assert split.heldout
+def test_heldout_tasks_only_go_to_an_oracle_zoo(tiny_path, tmp_path):
     from hypergen.zoo.build import plan
 
-    plan(cfg)
+    split = {"version": 1, "seed": 0, "zoo": ["uppercase", "reverse_words"], "heldout": ["antonyms"], "instances": {}, "sizes": {}, "criteria": {}, "counts": {}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    common = dict(suite=DEMO, split=str(tmp_path / "split.json"), base=str(tiny_path), out=str(tmp_path / "z"), limit=None)
+    with pytest.raises(HypergenError, match="held-out tasks: no zoo expert may train on them"):
+        plan(BuildConfig(tasks=["antonyms"], **common))
+    assert plan(BuildConfig(**common))[2] == ["uppercase", "reverse_words"]
+    assert plan(BuildConfig(oracle=True, **common))[2] == ["antonyms"]
+    assert plan(BuildConfig(tasks=["antonyms"], oracle=True, **common))[2] == ["antonyms"]
 
 
 def test_multitask_is_stored_beside_the_experts(tiny_path, tmp_path):
