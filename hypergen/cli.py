@@ -146,15 +146,16 @@ def zoo_build(
     eval_instances: Annotated[int, typer.Option(help="Test instances scored per task.")] = 50,
     logger: Annotated[str, typer.Option(help="wandb (offline unless WANDB_MODE=online), csv or none.")] = "wandb",
     oracle: Annotated[bool, typer.Option(help="Build the held-out tasks' reference experts into a separate oracle zoo (for `hypergen eval`).")] = False,
+    seed_from: Annotated[Optional[str], typer.Option(help="A packed zoo (e.g. zoo/) whose experts count as built: continue it on a fresh machine.")] = None,
 ):
     """Train one expert LoRA per task (resumable: rerun to continue after any interruption)."""
     from hypergen import api
 
     cfg = _build_config(suite, split, tasks, limit, out, steps, batch_size, lr, max_tokens, rank, base, device, devices, strategy, eval_instances, logger)
-    if oracle:
+    if oracle or seed_from:
         from dataclasses import replace
 
-        cfg = replace(cfg, oracle=True)
+        cfg = replace(cfg, oracle=oracle, seed_from=seed_from)
     path = api.zoo_build(cfg)
     import os
 

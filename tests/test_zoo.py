@@ -58,6 +58,10 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
 
     packed = zoo.pack(tmp_path / "packed")  # int8 per-row absmax
+    from dataclasses import replace
+
+    seeded = build_zoo(replace(cfg, out=str(tmp_path / "fresh"), seed_from=str(tmp_path / "packed")))  # a fresh machine
+    assert seeded.names() == names and seeded.record("antonyms").seconds == zoo.record("antonyms").seconds  # adopted, not retrained
     assert packed.names() == names and not (packed.folder("antonyms") / "trajectory").exists()
     got, want = packed.weights("antonyms"), zoo.weights("antonyms")
     assert list(got.modules) == list(want.modules) and got.alpha == want.alpha

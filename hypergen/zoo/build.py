@@ -46,6 +46,7 @@ class BuildConfig:
     strategy: str = "ddp"
     accelerator: str = "auto"
     oracle: bool = False
+    seed_from: str | None = None  # a packed zoo (e.g. the shipped zoo/) whose experts count as built
 
     def __post_init__(self):
         if isinstance(self.expert, dict):
@@ -153,7 +154,18 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
     plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
     suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
     meta = {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
-    Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
+    zoo = Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
+    if cfg.seed_from:
+        # continue from a shipped zoo on a fresh machine: its experts are kept (final weights only, no
+        # trajectory), so only the missing tasks are trained
+        seed = Zoo(cfg.seed_from)
+        import json
+
+        if seed.meta.get("lora") != json.loads(json.dumps(meta["lora"])) or seed.meta.get("base_model") != meta["base_model"]:
+            raise HypergenError(f"{cfg.seed_from} was built with another LoRA spec or base model; it cannot seed this build.")
+        for rec in seed.records():
+            if not zoo.has(rec.name):
+                zoo.add(rec, seed.weights(rec.name), None)
     if cfg.devices == 1:
         _work(cfg)
     else:
