@@ -1,7 +1,9 @@
 """The zoo on disk: one folder per expert, plus a manifest that indexes them.
 
     <zoo>/manifest.json                    index (rewritten atomically after every change)
-    <zoo>/experts/<name>/                  the final adapter, a PEFT folder (fp16)
+    <zoo>/experts/<name>/                  the final adapter: a PEFT folder (fp16) in a build zoo; in a packed
+                                           (shipped) zoo adapter_q8.safetensors (int8 per-row absmax) beside
+                                           adapter_config.json; Zoo.weights() reads either
     <zoo>/experts/<name>/expert.json       the expert's record: descriptions, scores, config
     <zoo>/experts/<name>/trajectory/       last checkpoints (step_NNNNN.safetensors; build zoos only)
     <zoo>/multitask/                       the multi-task LoRA baseline (PEFT folder + expert.json)
