@@ -12,7 +12,7 @@ install: $(BIN)/hypergen
 
 $(BIN)/hypergen: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) --upgrade pip
+	$(PIP) pip==26.3
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[app,test]'
 	touch $@

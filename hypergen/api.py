@@ -267,11 +267,14 @@ def train(
     encoder_name: str = "minilm",
     base: str | None = None,
     device: str = "auto",
+    init: str | Path | None = None,
     **family_config,
 ) -> dict:
     """Train a generator family on the zoo (TrainConfig `cfg`); writes its checkpoint to `out`
-    (default: the cache's generators/NAME; `hypergen train --out generators/NAME` to ship it)."""
-    from hypergen.generators import ExpertBank, build, get_family
+    (default: the cache's generators/NAME; `hypergen train --out generators/NAME` to ship it).
+    `init`: a saved checkpoint of the same family to start from (e.g. a recon run before sft);
+    its config is kept, so `family_config` must be empty then."""
+    from hypergen.generators import ExpertBank, build, get_family, load_generator
     from hypergen.generators.train import TrainConfig, train_generator
 
     cfg = cfg or TrainConfig()
@@ -284,14 +287,24 @@ def train(
     if unknown:
         raise HypergenError(f"--val-experts names unknown experts {unknown}; `hypergen zoo list` shows them.")
     b = ExpertBank.from_zoo(z, encoder(encoder_name), names=names)
-    gen = build(name, b, **family_config)
+    if init is not None:
+        if family_config:
+            raise HypergenError(f"--init keeps the config saved in {init}; drop {sorted(family_config)}.")
+        gen = load_generator(init, b, family=name, base_model=b.meta.get("base_model"))
+    else:
+        gen = build(name, b, **family_config)
     sft = None
     if cfg.objective == "sft":
         from hypergen.generators.sft import prepare_sft
 
         sft = prepare_sft(b, z, resident(base, device), cfg)
     out = Path(out) if out else paths.home() / "generators" / name
-    summary = train_generator(gen, cfg, out, sft_data=sft, run_name=name)
+    run_name = name
+    if init is not None:  # a warm-started run never resumes a cold one's checkpoints (or vice versa)
+        import hashlib
+
+        run_name = f"{name}-init{hashlib.sha1(str(Path(init).resolve()).encode()).hexdigest()[:6]}"
+    summary = train_generator(gen, cfg, out, sft_data=sft, run_name=run_name)
     summary["out"] = str(out)
     if summary["global_rank"] != 0:
         return summary

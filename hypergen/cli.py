@@ -311,6 +311,7 @@ def train(
     encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
     base: Annotated[Optional[str], typer.Option(help="Base model folder for --objective sft.")] = None,
     logger: Annotated[str, typer.Option(help="wandb (offline by default), csv or none.")] = "wandb",
+    init: Annotated[Optional[str], typer.Option(help="Start from this saved checkpoint of the same family (e.g. a recon run, then --objective sft).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Train a generator on the zoo with Lightning (resumable; rerun to continue)."""
@@ -321,7 +322,7 @@ def train(
         objective=objective, steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_experts=tuple(val_experts or ()),
         devices=devices, strategy=strategy, num_nodes=num_nodes, accelerator=accelerator, logger=logger, progress=not as_json,
     )
-    summary = api.train(generator, cfg, zoo_path=zoo, out=out, encoder_name=encoder, base=base)
+    summary = api.train(generator, cfg, zoo_path=zoo, out=out, encoder_name=encoder, base=base, init=init)
     if summary["global_rank"] != 0:
         return  # under ddp every rank runs this command; rank 0 reports
     if as_json:

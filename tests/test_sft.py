@@ -101,3 +101,22 @@ def test_train_generator_sft_end_to_end(sft, tiny_bank, tmp_path):
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in summary["history"])
     assert any(not torch.equal(before[k], v) for k, v in g.state_for_save().items() if k.startswith("decoder.heads"))
     assert json.loads((tmp_path / "sft" / "train.json").read_text())["train"]["objective"] == "sft"
+
+
+def test_api_train_warm_starts_from_a_saved_checkpoint(tiny_zoo, tiny_path, tmp_path, monkeypatch):
+    """recon, then sft from that checkpoint (--init): with lr 0 the sft run must keep the recon weights."""
+    from safetensors.torch import load_file
+
+    from hypergen import api
+
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "home"))
+    common = {"zoo_path": str(tiny_zoo.root), "encoder_name": "fake", "base": str(tiny_path), "device": "cpu"}
+    api.train("abmll", TrainConfig(steps=5, batch_size=4, lr=3e-3, logger="none", progress=False), out=tmp_path / "recon", hidden=32, **common)
+    api.train("abmll", sft_cfg(steps=1, lr=0.0), out=tmp_path / "sft", init=tmp_path / "recon", **common)
+    recon, sft = (load_file(str(tmp_path / d / "generator.safetensors")) for d in ("recon", "sft"))
+    assert recon.keys() == sft.keys() and all(torch.equal(recon[k], sft[k]) for k in recon)
+    assert json.loads((tmp_path / "sft" / "generator.json").read_text())["config"]["hidden"] == 32
+    with pytest.raises(HypergenError, match="keeps the config"):
+        api.train("abmll", sft_cfg(), out=tmp_path / "x", init=tmp_path / "recon", hidden=64, **common)
+    with pytest.raises(HypergenError, match="not 'icm'"):
+        api.train("icm", sft_cfg(), out=tmp_path / "y", init=tmp_path / "recon", **common)

@@ -6,6 +6,7 @@ cache (`hypergen data fetch bigbench`) and skip when it is absent.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -28,7 +29,7 @@ from hypergen.tasks import (
     load_suite,
     make_split,
 )
-from hypergen.tasks.bigbench import parse_task
+from hypergen.tasks.bigbench import download_from_index, parse_task
 from hypergen.tasks.split import family_groups
 
 # --- BIG-bench -------------------------------------------------------------------------------------
@@ -255,6 +256,26 @@ def test_fetch_extracts_only_task_json_and_is_idempotent(tmp_path, monkeypatch):
     ]  # fmt: skip
     (tmp_path / "downloads" / "bigbench-1.0.0.tar.gz").unlink()  # a second call must not need it
     assert fetch_bigbench() == root
+
+
+def test_download_from_index_checks_the_hash(tmp_path):
+    """The fallback when pip refuses the sdist: a PEP 503 page, a relative link, a sha256 check."""
+    index = tmp_path / "index"
+    (index / "bigbench").mkdir(parents=True)
+    fake_sdist(index / "bigbench" / "bigbench-1.0.0.tar.gz")
+    sha = hashlib.sha256((index / "bigbench" / "bigbench-1.0.0.tar.gz").read_bytes()).hexdigest()
+    (index / "bigbench" / "index.html").write_text(
+        f'<a href="bigbench-0.9.tar.gz">old</a><a href="bigbench-1.0.0.tar.gz#sha256={sha}">x</a>'
+    )
+    page = index.as_uri() + "/bigbench/index.html"  # file:// has no directory index: point at the page
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    got = download_from_index(page, dest, sha)
+    assert got.read_bytes() == (index / "bigbench" / "bigbench-1.0.0.tar.gz").read_bytes()
+    got.unlink()
+    with pytest.raises(ValueError, match="sha256"):
+        download_from_index(page, dest, "0" * 64)
+    assert list(dest.iterdir()) == []  # a bad download leaves nothing behind
 
 
 # --- Super-NaturalInstructions ---------------------------------------------------------------------

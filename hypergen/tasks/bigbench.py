@@ -8,11 +8,16 @@ tasks (task.py) are ignored.
 
 from __future__ import annotations
 
+import hashlib
+import html
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from hypergen import paths
@@ -34,6 +39,7 @@ from .core import (
 )
 
 SDIST = "bigbench-1.0.0.tar.gz"
+SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"  # as PyPI lists it
 # A subtask description shorter than this gets its parent task's description in front.
 SHORT_DESCRIPTION_WORDS = 20
 _MARKER = ".extracted"  # written last, so a half-finished extraction never looks complete
@@ -72,16 +78,51 @@ def fetch_bigbench(force: bool = False) -> Path:
 
 
 def _download_sdist(dest: Path) -> None:
+    """pip download the sdist; if pip refuses, read it straight from the package index.
+
+    pip >= 25 prepares an sdist's metadata even with --no-deps and then rejects bigbench for its
+    direct-URL dependency (bleurt @ file://...), so the index fallback is the usual path there.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "bigbench==1.0.0", "-d", str(dest)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not (dest / SDIST).exists():
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+    if result.returncode == 0 and (dest / SDIST).exists():
+        return
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple")
+    try:
+        download_from_index(f"{index.rstrip('/')}/bigbench/", dest)
+    except (OSError, ValueError) as e:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-3:])
         raise HypergenError(
-            f"Could not download {SDIST} with pip:\n{tail}\n"
+            f"Could not download {SDIST}: pip said\n{tail}\nand the index {index} gave: {e}\n"
             f"Check the network, or fetch the file by hand into {dest} and run this again."
-        )
+        ) from None
+
+
+def download_from_index(page_url: str, dest: Path, sha256: str = SDIST_SHA256) -> Path:
+    """Fetch SDIST from bigbench's PEP 503 simple-index page, checking its sha256; returns the file."""
+    from tqdm import tqdm  # lazy: keeps `import hypergen` light
+
+    with urllib.request.urlopen(page_url, timeout=60) as r:
+        page = r.read().decode("utf-8", "replace")
+    hrefs = [h for h in re.findall(r'href="([^"]+)"', page) if h.split("#")[0].endswith("/" + SDIST) or h.split("#")[0] == SDIST]
+    if not hrefs:
+        raise ValueError(f"{page_url} does not list {SDIST}")
+    url = urllib.parse.urljoin(page_url, html.unescape(hrefs[0]).split("#")[0])
+    partial = dest / (SDIST + ".partial")
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as r, open(partial, "wb") as out:
+        size = int(r.headers.get("Content-Length") or 0) or None
+        with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {SDIST}") as bar:
+            while chunk := r.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    if digest.hexdigest() != sha256:
+        partial.unlink()
+        raise ValueError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}")
+    return partial.rename(dest / SDIST)
 
 
 def _extract_task_files(sdist: Path, dest: Path) -> int:
