@@ -308,10 +308,10 @@ def train(
     summary["out"] = str(out)
     if summary["global_rank"] != 0:
         return summary
+    summary["init"] = str(init) if init is not None else None
     if cfg.val_experts:
         summary["val"] = validation_error(gen, z, cfg.val_experts, encoder_name)
-        (out / "train.json").write_text(__import__("json").dumps(summary, indent=2, default=str))
-    summary["out"] = str(out)
+    (out / "train.json").write_text(__import__("json").dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -1,0 +1,84 @@
+"""Training numbers of the trained generators, beside the baselines, on the experts they never saw.
+
+    .venv/bin/python bench/generators_report.py [--generators generators] [--zoo zoo]
+
+For each trained checkpoint (generators/NAME/train.json, written by `hypergen train`), reads its
+training summary (command, steps, wall time, final loss terms) and measures the relative error of the
+generated weight update dW against the experts held out of its training (`--val-experts`), next to
+what the baselines give for the same descriptions on the same bank (the zoo minus those experts) and
+next to the zero update (the plain base: error 1.0 by definition). Writes the "training" section of
+docs/generators.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, write_section
+
+from hypergen import api
+from hypergen.generators import ExpertBank, build, load_generator
+
+BASELINES = ("nearest", "mix", "lego")
+
+
+def command(name: str, train: dict, init: str | None, out: str) -> str:
+    parts = [f"hypergen train {name}", f"--objective {train['objective']}", f"--steps {train['steps']}", f"--batch-size {train['batch_size']}", f"--lr {train['lr']}"]
+    parts += [f"--val-experts {v}" for v in train.get("val_experts", [])]
+    if init:
+        parts.append(f"--init {init}")
+    return " ".join(parts + [f"--out {out}"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--generators", default="generators")
+    ap.add_argument("--zoo", default=None)
+    args = ap.parse_args()
+    z = api.zoo(args.zoo)
+    enc = api.encoder("minilm")
+    lines = [f"Machine: {machine()}. Zoo: {z.root} ({len(z.names())} experts). Command: `.venv/bin/python bench/generators_report.py`.", ""]
+    rows, val_rows = [], []
+    for folder in sorted(Path(args.generators).glob("*/train.json")):
+        folder = folder.parent
+        summary = json.loads((folder / "train.json").read_text())
+        meta = json.loads((folder / "generator.json").read_text())
+        name, train = meta["family"], summary["train"]
+        final = summary.get("final") or {}
+        terms = ", ".join(f"{k} {v:.3g}" for k, v in final.items() if k != "step")
+        rows.append(f"| {name} | {train['objective']} | {train['steps']} | {summary['seconds']} | {terms} |")
+        lines.append(f"- `{name}`: `{command(name, train, summary.get('init'), str(folder))}`")
+        val = list(train.get("val_experts", []))
+        if not val:
+            continue
+        bank = ExpertBank.from_zoo(z, enc, names=meta["experts"])
+        gen = load_generator(folder, bank, family=name)
+        errs = {name: api.validation_error(gen, z, val)["rel_l2_dW"]}
+        for b in BASELINES:
+            errs[b] = api.validation_error(build(b, bank), z, val)["rel_l2_dW"]
+        val_rows.append((name, val, errs))
+    lines += ["", "| generator | objective | steps | seconds | final loss terms |", "|---|---|---:|---:|---|", *rows, ""]
+    for name, val, errs in val_rows:
+        methods = list(errs)
+        lines += [
+            f"Relative error ||dW_gen - dW_expert|| / ||dW_expert|| on the {len(val)} experts held out of `{name}`'s training "
+            "(1.0 = the plain base, no update; lower is better):",
+            "",
+            "| expert | " + " | ".join(methods) + " |",
+            "|---|" + "---:|" * len(methods),
+            *[f"| {v} | " + " | ".join(f"{errs[m][v]:.3f}" for m in methods) + " |" for v in val],
+            "| **mean** | " + " | ".join(f"**{sum(errs[m].values()) / len(val):.3f}**" for m in methods) + " |",
+            "",
+        ]
+    body = "\n".join(lines)
+    print(body)
+    write_section("generators.md", "training", body)
+
+
+if __name__ == "__main__":
+    main()
