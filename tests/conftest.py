@@ -79,7 +79,8 @@ def tiny_zoo(tiny_path, tmp_path_factory):
     from hypergen.zoo.build import BuildConfig, build_multitask, build_zoo
     from hypergen.zoo.expert import ExpertConfig
 
-    expert = ExpertConfig(steps=8, batch_size=4, lr=1e-2, every=2, keep_last=3, warmup=2, logger="none", progress=False)
+    # select="last": every expert keeps 3 trajectory checkpoints, which the generator tests rely on
+    expert = ExpertConfig(steps=8, batch_size=4, lr=1e-2, every=2, keep_last=3, warmup=2, select="last", logger="none", progress=False)
     cfg = BuildConfig(suite=str(REPO_ROOT / "data/demo/demo.jsonl"), out=str(tmp_path_factory.mktemp("zoo") / "zoo"), base=str(tiny_path), limit=None, expert=expert, eval_instances=4, max_new_tokens=3)
     zoo = build_zoo(cfg)
     build_multitask(cfg, steps=4, per_task=8)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -37,11 +38,30 @@ def test_expert_training_learns_and_keeps_trajectory(resident):
     assert b.abs().sum() > 0  # B started at zero: it trained
 
 
+def test_validation_loss_picks_the_expert_checkpoint(resident):
+    """Early stopping: training on 'zz' makes the validation answers 'yy' ever less likely, so the
+    first checkpoint wins; the expert is that checkpoint and the trajectory ends at it."""
+    examples = [(f"item {i}", "zz") for i in range(12)]
+    val = [(f"item {i}", "yy") for i in range(12, 18)]
+    cfg = ExpertConfig(steps=20, max_epochs=None, batch_size=4, lr=1e-2, warmup=2, every=5, keep_last=3, logger="none", progress=False)
+    out = train_expert(resident, examples, cfg, val_examples=val)
+    assert sorted(out.val_losses) == [5, 10, 15, 20]
+    assert out.selected_step == min(out.val_losses, key=out.val_losses.get) == 5
+    assert [s for s, _ in out.trajectory] == [5]  # nothing after the chosen step
+    first = next(iter(out.weights.modules))
+    assert torch.equal(out.trajectory[-1][1].modules[first][1], out.weights.modules[first][1])
+    last = train_expert(resident, examples, replace(cfg, select="last"), val_examples=val)
+    assert last.selected_step == 20 and last.val_losses == {} and [s for s, _ in last.trajectory] == [10, 15, 20]
+    assert not torch.equal(last.weights.modules[first][1], out.weights.modules[first][1])
+
+
 def test_expert_config_rejects_bad_values():
     with pytest.raises(HypergenError, match="steps must be >= 1"):
         ExpertConfig(steps=0)
     with pytest.raises(HypergenError, match="lr must be"):
         ExpertConfig(lr=3.0)
+    with pytest.raises(HypergenError, match="select must be"):
+        ExpertConfig(select="best")
 
 
 def test_build_writes_records_and_resumes(tiny_path, tmp_path):
@@ -50,8 +70,11 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     names = zoo.names()
     assert names == ["antonyms", "review_sentiment", "reverse_words", "uppercase"]
     rec = zoo.record("review_sentiment")
-    assert rec.metric == "accuracy" and rec.base_score["n"] == 4 and rec.trajectory_steps == [2, 4, 6]
-    assert len(zoo.trajectory("antonyms")) == 3
+    assert rec.metric == "accuracy" and rec.base_score["n"] == 4
+    # early stopping on the task's validation instances: the expert is the lowest-val-loss checkpoint
+    val = {int(k): v for k, v in rec.config["val_loss"].items()}
+    assert sorted(val) == [2, 4, 6] and rec.config["selected_step"] == min(val, key=val.get) == rec.trajectory_steps[-1]
+    assert len(zoo.trajectory("antonyms")) == len(zoo.record("antonyms").trajectory_steps) >= 1
     assert zoo.weights("antonyms").rank == 8
     mtime = (zoo.folder("antonyms") / "expert.json").stat().st_mtime
     build_zoo(cfg)  # nothing left to do: no expert is retrained

@@ -102,7 +102,8 @@ def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]
         raise HypergenError(f"Task {task.name} has no train or test instances; it cannot make an expert.")
     res.deactivate()
     base = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
-    out = train_expert(res, [(i.input, i.targets[0]) for i in train], cfg.expert, run_name=safe_name(task.name), group="zoo")
+    val = [(i.input, i.targets[0]) for i in instances(task, split, "val")]
+    out = train_expert(res, [(i.input, i.targets[0]) for i in train], cfg.expert, run_name=safe_name(task.name), group="zoo", val_examples=val)
     res.activate(out.weights, name="scored")
     expert = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
     res.deactivate()
@@ -120,7 +121,7 @@ def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]
         n_train=out.n_examples,
         n_truncated=out.n_truncated,
         trajectory_steps=[s for s, _ in out.trajectory],
-        config={**cfg.expert.to_dict(), "steps_run": len(out.losses)},
+        config={**cfg.expert.to_dict(), "steps_run": len(out.losses), "selected_step": out.selected_step, "val_loss": out.val_losses},
     )
     return rec, out
 
@@ -144,7 +145,8 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
         zoo.add(rec, out.weights, out.trajectory)
         bar.write(
             f"[{rank}] {name}: {rec.metric} base {rec.base_score['main']:.3f} -> expert {rec.expert_score['main']:.3f} "
-            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)",
+            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; step {out.selected_step} of {len(out.losses)} kept; "
+            f"train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)",
             file=sys.stderr,
         )
 

@@ -37,8 +37,13 @@ class ExpertConfig:
     memorised over 10 epochs (a first zoo run did exactly that and lost accuracy); None = no cap. lr: AdamW peak learning rate, linear warmup
     over `warmup` steps then linear decay to 0. max_tokens: token budget of prompt + answer (longer
     inputs are cut from the start and counted). keep_last / every: keep the last `keep_last`
-    trajectory checkpoints, `every` steps apart. logger: "wandb" (offline unless WANDB_MODE says
-    otherwise), "csv" or "none".
+    trajectory checkpoints, `every` steps apart. select: which checkpoint becomes the expert:
+    "val_loss" (early stopping: of the checkpoints every `every` steps, the one with the lowest
+    answer-token loss on the task's validation examples; the trajectory is the `keep_last`
+    checkpoints up to it) or "last" (the final step; also what "val_loss" falls back to without
+    validation examples). The first zoo experts (built before this option) used "last": small
+    multiple-choice tasks memorised their train set and lost accuracy (snarks, hyperbaton,
+    parsinlu_qa). logger: "wandb" (offline unless WANDB_MODE says otherwise), "csv" or "none".
     """
 
     steps: int = 100
@@ -50,6 +55,7 @@ class ExpertConfig:
     max_tokens: int = 128
     keep_last: int = 4
     every: int = 10
+    select: Literal["val_loss", "last"] = "val_loss"
     seed: int = 0
     lora: LoraSpec = field(default_factory=LoraSpec)
     logger: Literal["wandb", "csv", "none"] = "wandb"
@@ -63,6 +69,8 @@ class ExpertConfig:
                 raise HypergenError(f"ExpertConfig.{name} must be >= 1; got {getattr(self, name)}.")
         if not 0 < self.lr < 1:
             raise HypergenError(f"ExpertConfig.lr must be in (0, 1); got {self.lr}.")
+        if self.select not in ("val_loss", "last"):
+            raise HypergenError(f"ExpertConfig.select must be 'val_loss' or 'last'; got {self.select!r}.")
         if self.logger not in ("wandb", "csv", "none"):
             raise HypergenError(f"ExpertConfig.logger must be 'wandb', 'csv' or 'none'; got {self.logger!r}.")
 
@@ -72,13 +80,15 @@ class ExpertConfig:
 
 @dataclass
 class ExpertResult:
-    weights: LoraWeights  # the final adapter
-    trajectory: list[tuple[int, LoraWeights]]  # (step, adapter) of the last checkpoints, final included
+    weights: LoraWeights  # the expert: the selected checkpoint (cfg.select)
+    trajectory: list[tuple[int, LoraWeights]]  # (step, adapter) of the last checkpoints up to the selected one, included
     losses: list[float]  # training loss per step
     seconds: float
     n_examples: int
     n_truncated: int
     n_skipped: int
+    selected_step: int = 0  # the step whose adapter is `weights`
+    val_losses: dict[int, float] = field(default_factory=dict)  # step -> validation answer-token loss
 
 
 class LitExpert(pl.LightningModule):
@@ -108,17 +118,46 @@ class LitExpert(pl.LightningModule):
 
 
 class _Trajectory(pl.Callback):
-    """Keeps adapters at the last `keep_last` multiples of `every` (and the final step)."""
+    """Keeps the adapter every `every` steps (and at the final step), with its validation loss when
+    validation batches are given; `pick` then chooses the expert and its trajectory."""
 
-    def __init__(self, resident: ResidentModel, cfg: ExpertConfig):
-        self.resident, self.cfg = resident, cfg
-        first = cfg.steps - (cfg.keep_last - 1) * cfg.every
-        self.steps = {s for s in range(first, cfg.steps + 1, cfg.every) if s > 0} | {cfg.steps}
+    def __init__(self, resident: ResidentModel, cfg: ExpertConfig, val_batches: list[dict] | None = None):
+        self.resident, self.cfg, self.val_batches = resident, cfg, val_batches or []
+        if self.val_batches:
+            self.steps = set(range(cfg.every, cfg.steps + 1, cfg.every)) | {cfg.steps}
+        else:  # without selection only the last keep_last checkpoints are ever needed
+            first = cfg.steps - (cfg.keep_last - 1) * cfg.every
+            self.steps = {s for s in range(first, cfg.steps + 1, cfg.every) if s > 0} | {cfg.steps}
         self.saved: list[tuple[int, LoraWeights]] = []
+        self.val_losses: dict[int, float] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step in self.steps:
-            self.saved.append((trainer.global_step, self.resident.weights(SLOT)))
+        step = trainer.global_step
+        if step in self.steps:
+            self.saved.append((step, self.resident.weights(SLOT)))
+            if self.val_batches:
+                self.val_losses[step] = self.val_loss(pl_module.net)
+                pl_module.log("val/loss", self.val_losses[step])
+
+    @torch.no_grad()
+    def val_loss(self, net) -> float:
+        """Mean answer-token cross-entropy over all validation tokens."""
+        total, count = 0.0, 0
+        for b in self.val_batches:
+            n = int((b["labels"][:, 1:] != -100).sum())
+            total += float(net(**b).loss) * n
+            count += n
+        return total / max(count, 1)
+
+    def pick(self, final: LoraWeights, final_step: int) -> tuple[int, LoraWeights, list[tuple[int, LoraWeights]]]:
+        """(selected step, its adapter, the keep_last checkpoints up to it)."""
+        if not self.saved or self.saved[-1][0] != final_step:
+            self.saved.append((final_step, final))
+        chosen = final_step
+        if self.val_losses:
+            chosen = min(self.val_losses, key=lambda s: (self.val_losses[s], -s))  # ties: the later step
+        upto = [(s, w) for s, w in self.saved if s <= chosen][-self.cfg.keep_last :]
+        return chosen, upto[-1][1], upto
 
 
 def make_logger(cfg: ExpertConfig, run_name: str, group: str):
@@ -144,8 +183,11 @@ def train_expert(
     *,
     run_name: str = "expert",
     group: str = "zoo",
+    val_examples: Sequence[tuple[str, str]] = (),
 ) -> ExpertResult:
-    """Train a fresh LoRA on (input, target) pairs; the resident base stays frozen and loaded."""
+    """Train a fresh LoRA on (input, target) pairs; the resident base stays frozen and loaded.
+    With cfg.select == "val_loss" and `val_examples`, the checkpoint with the lowest validation loss
+    becomes the expert (see ExpertConfig)."""
     cfg = cfg or ExpertConfig()
     tok = resident.tokenizer
     encoded, skipped = [], 0
@@ -169,8 +211,12 @@ def train_expert(
     sampler = RandomSampler(encoded, replacement=True, num_samples=cfg.steps * cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(encoded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_token_id))
 
+    val_batches = []
+    if cfg.select == "val_loss":
+        val = [e for e in (encode_example(tok, x, y, max_tokens=cfg.max_tokens) for x, y in val_examples) if e is not None]
+        val_batches = [collate(val[i : i + 2 * cfg.batch_size], tok.pad_token_id) for i in range(0, len(val), 2 * cfg.batch_size)]
     lit = LitExpert(resident.forward_model(), params, cfg)
-    traj = _Trajectory(resident, cfg)
+    traj = _Trajectory(resident, cfg, val_batches)
     trainer = pl.Trainer(
         max_steps=cfg.steps,
         accelerator="gpu" if resident.device.type == "cuda" else "cpu",
@@ -196,11 +242,9 @@ def train_expert(
 
             wandb.finish()
     seconds = time.perf_counter() - t
-    weights = resident.weights(SLOT)
+    final = resident.weights(SLOT)
     resident.deactivate()
-    if not traj.saved or traj.saved[-1][0] != cfg.steps:
-        traj.saved.append((cfg.steps, weights))
-    last = traj.saved[-1][1]
-    if not math.isfinite(sum(float(a.abs().sum() + b.abs().sum()) for a, b in last.modules.values())):
+    chosen, weights, trajectory = traj.pick(final, cfg.steps)
+    if not math.isfinite(sum(float(a.abs().sum() + b.abs().sum()) for a, b in weights.modules.values())):
         raise HypergenError(f"{run_name}: the trained adapter holds NaN/inf; lower the learning rate.")
-    return ExpertResult(weights, traj.saved, lit.losses, seconds, len(encoded), n_trunc, skipped)
+    return ExpertResult(weights, trajectory, lit.losses, seconds, len(encoded), n_trunc, skipped, chosen, traj.val_losses)

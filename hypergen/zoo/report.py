@@ -17,7 +17,9 @@ def why_not(r: ExpertRecord) -> str:
         return f"within noise (+-2 s.e. on {n} test instances)"
     if r.metric == "rougeL" and exp < 0.05:
         return "expert never produced the target words (task too hard for a 135M base in 100 steps?)"
-    return "expert worse than base: possibly overfit or the train/test distributions differ"
+    if r.config.get("select", "last") == "last":
+        return "expert worse than base; built before validation early stopping (select=last), so it likely overfit its train set"
+    return "expert worse than base even at its best validation checkpoint: the train/test distributions may differ"
 
 
 def zoo_report(zoo: Zoo, title: str = "The expert zoo", command: str = "") -> str:
@@ -41,11 +43,19 @@ def zoo_report(zoo: Zoo, title: str = "The expert zoo", command: str = "") -> st
             f"({100 * len(better) / len(recs):.0f}%) beat the base on their own task; median gain {statistics.median(gains):+.3f}, "
             f"mean {statistics.mean(gains):+.3f}; median training time {statistics.median(r.seconds for r in recs):.0f} s per expert.**",
         ]
-    lines += ["", "| expert | metric | base | expert | gain | steps | train s | description |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "Steps: steps trained, and in brackets the checkpoint kept when validation early stopping chose an earlier one.",
+        "",
+        "| expert | metric | base | expert | gain | steps | train s | description |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in recs:
         d = r.description.replace("|", "/").replace("\n", " ")
+        kept = r.config.get("selected_step", r.steps)
+        steps = f"{r.steps} ({kept})" if kept != r.steps else f"{r.steps}"
         lines.append(
-            f"| {r.name} | {r.metric} | {r.base_score['main']:.3f} | {r.expert_score['main']:.3f} | {r.gain:+.3f} | {r.steps} | {r.seconds:.0f} | {d[:90]}{'...' if len(d) > 90 else ''} |"
+            f"| {r.name} | {r.metric} | {r.base_score['main']:.3f} | {r.expert_score['main']:.3f} | {r.gain:+.3f} | {steps} | {r.seconds:.0f} | {d[:90]}{'...' if len(d) > 90 else ''} |"
         )
     losers = [r for r in recs if r.gain <= 0]
     if losers:
