@@ -57,3 +57,31 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the positions whose next token is labelled, i.e. the logits a loss needs."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    return keep
+
+
+def answer_nll(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (n, V), computed at the `keep` positions, against their next tokens."""
+    target = labels[:, 1:][keep[:, :-1]]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target)
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`model(**batch).loss` (mean over answer tokens), with the vocabulary projection run only where
+    a label exists (transformers' boolean `logits_to_keep`).
+
+    The answer is a few tokens of a ~128-token example and SmolLM2's lm_head (576 x 49152) is a large
+    part of the compute: one LoRA step takes 4.9 s with every logit and 3.2 s with the labelled ones
+    on this 2-core CPU (bench/train_step.py, docs/benchmarks.md), same loss and gradient (tested).
+    `model` is a causal LM or a peft model around one.
+    """
+    keep = answer_positions(batch["labels"])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    return answer_nll(out.logits, batch["labels"], keep)

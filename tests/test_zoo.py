@@ -38,6 +38,31 @@ def test_expert_training_learns_and_keeps_trajectory(resident):
     assert b.abs().sum() > 0  # B started at zero: it trained
 
 
+def test_answer_loss_equals_the_full_loss_and_its_gradient(resident):
+    """Projecting only the labelled positions onto the vocabulary changes the cost, not the loss."""
+    from hypergen.config import LoraSpec
+    from hypergen.data import answer_loss, collate, encode_example
+
+    tok = resident.tokenizer
+    batch = collate([encode_example(tok, "word " * (3 + 4 * i), "yes no" * (1 + i % 2), max_tokens=48) for i in range(4)], tok.pad_token_id)
+    params = resident.new_trainable("grad_check", LoraSpec(init_seed=1))
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1 * torch.randn_like(p))  # a non-zero B so every LoRA factor gets a gradient
+    net = resident.forward_model()
+    grads = []
+    for loss_fn in (lambda: net(**batch).loss, lambda: answer_loss(net, batch)):
+        for p in params:
+            p.grad = None
+        loss = loss_fn()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in params]))
+    (full, g_full), (ans, g_ans) = grads
+    assert torch.allclose(full, ans, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(g_full, g_ans))
+    assert any(g.abs().sum() > 0 for g in g_ans)
+
+
 def test_validation_loss_picks_the_expert_checkpoint(resident):
     """Early stopping: training on 'zz' makes the validation answers 'yy' ever less likely, so the
     first checkpoint wins; the expert is that checkpoint and the trajectory ends at it."""

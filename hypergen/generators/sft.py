@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hypergen.data import IGNORE, Encoded, collate, encode_example
+from hypergen.data import Encoded, answer_nll, answer_positions, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.lora import LoraWeights
 
@@ -112,10 +112,10 @@ def task_nll(sft: SftData, flat: torch.Tensor, layout, expert: int) -> torch.Ten
     for path, (a, b) in w.modules.items():
         na, nb = sft.param_names[path]
         params[na], params[nb] = a, b
-    out = torch.func.functional_call(res.forward_model(), params, args=(), kwargs={"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-    logits = out.logits[:, :-1].float()  # (k, T-1, V): position t predicts token t+1
-    labels = enc["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+    keep = answer_positions(enc["labels"])  # logits only where an answer token follows
+    kwargs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "logits_to_keep": keep}
+    out = torch.func.functional_call(res.forward_model(), params, args=(), kwargs=kwargs)
+    return answer_nll(out.logits, enc["labels"], keep)
 
 
 def sft_step(generator, sft: SftData, batch: torch.Tensor) -> dict[str, torch.Tensor]:

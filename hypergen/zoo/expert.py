@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from hypergen import paths
 from hypergen.base import ResidentModel
 from hypergen.config import LoraSpec
-from hypergen.data import collate, encode_example
+from hypergen.data import answer_loss, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.lora import LoraWeights
 
@@ -100,7 +100,7 @@ class LitExpert(pl.LightningModule):
         self.losses: list[float] = []
 
     def training_step(self, batch, batch_idx):
-        loss = self.net(**batch).loss
+        loss = answer_loss(self.net, batch)
         if not torch.isfinite(loss):
             raise HypergenError(f"Expert training diverged at step {self.global_step}: loss={loss.item()}. Lower --lr.")
         self.losses.append(loss.item())
@@ -145,7 +145,7 @@ class _Trajectory(pl.Callback):
         total, count = 0.0, 0
         for b in self.val_batches:
             n = int((b["labels"][:, 1:] != -100).sum())
-            total += float(net(**b).loss) * n
+            total += float(answer_loss(net, b)) * n
             count += n
         return total / max(count, 1)
 
