@@ -144,7 +144,7 @@ def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
 
 
 def zoo_pack(source: str | Path, dest: str | Path) -> Path:
-    """Copy a built zoo into a compact shippable one (fp16, final adapters only)."""
+    """Copy a built zoo into a compact shippable one (int8 per-row absmax, final adapters only)."""
     return zoo(source).pack(dest).root
 
 

@@ -222,9 +222,9 @@ def zoo_report(
 @_friendly
 def zoo_pack(
     source: Annotated[str, typer.Argument(help="A built zoo folder.")],
-    dest: Annotated[str, typer.Argument(help="Where to write the compact fp16 copy (e.g. zoo/).")],
+    dest: Annotated[str, typer.Argument(help="Where to write the compact int8 copy (e.g. zoo/).")],
 ):
-    """Copy a built zoo into a compact one for shipping (fp16, final adapters, no trajectories)."""
+    """Copy a built zoo into a compact one for shipping (int8, final adapters, no trajectories)."""
     from hypergen import api
 
     typer.echo(str(api.zoo_pack(source, dest)))
