@@ -147,15 +147,16 @@ def zoo_build(
     logger: Annotated[str, typer.Option(help="wandb (offline unless WANDB_MODE=online), csv or none.")] = "wandb",
     oracle: Annotated[bool, typer.Option(help="Build the held-out tasks' reference experts into a separate oracle zoo (for `hypergen eval`).")] = False,
     seed_from: Annotated[Optional[str], typer.Option(help="A packed zoo (e.g. zoo/) whose experts count as built: continue it on a fresh machine.")] = None,
+    refresh: Annotated[bool, typer.Option(help="Also retrain built experts trained with another config (e.g. before early stopping); pick them with --tasks.")] = False,
 ):
     """Train one expert LoRA per task (resumable: rerun to continue after any interruption)."""
     from hypergen import api
 
     cfg = _build_config(suite, split, tasks, limit, out, steps, batch_size, lr, max_tokens, rank, base, device, devices, strategy, eval_instances, logger)
-    if oracle or seed_from:
+    if oracle or seed_from or refresh:
         from dataclasses import replace
 
-        cfg = replace(cfg, oracle=oracle, seed_from=seed_from)
+        cfg = replace(cfg, oracle=oracle, seed_from=seed_from, refresh=refresh)
     path = api.zoo_build(cfg)
     import os
 

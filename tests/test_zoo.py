@@ -103,11 +103,18 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     assert zoo.weights("antonyms").rank == 8
     mtime = (zoo.folder("antonyms") / "expert.json").stat().st_mtime
     build_zoo(cfg)  # nothing left to do: no expert is retrained
+    build_zoo(replace(cfg, refresh=True))  # nor with --refresh: every record matches the config
+    assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
+    # --refresh retrains the picked experts that were trained another way, and only those
+    old_way = replace(cfg, refresh=True, tasks=["antonyms"], expert=replace(cfg.expert, select="last"))
+    zoo = build_zoo(old_way)  # a fresh view of the manifest
+    assert zoo.record("antonyms").config["select"] == "last" and zoo.record("antonyms").trajectory_steps == [2, 4, 6]
+    assert zoo.record("uppercase").config["select"] == "val_loss" and zoo.names() == names
+    mtime = (zoo.folder("antonyms") / "expert.json").stat().st_mtime
+    zoo = build_zoo(old_way)  # resumable: done is done
     assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
 
     packed = zoo.pack(tmp_path / "packed")  # int8 per-row absmax
-    from dataclasses import replace
-
     seeded = build_zoo(replace(cfg, out=str(tmp_path / "fresh"), seed_from=str(tmp_path / "packed")))  # a fresh machine
     assert seeded.names() == names and seeded.record("antonyms").seconds == zoo.record("antonyms").seconds  # adopted, not retrained
     assert packed.names() == names and not (packed.folder("antonyms") / "trajectory").exists()

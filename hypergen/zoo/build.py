@@ -8,6 +8,7 @@ each rank builds every world_size-th task (the experts are independent, so nothi
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ class BuildConfig:
     accelerator: str = "auto"
     oracle: bool = False
     seed_from: str | None = None  # a packed zoo (e.g. the shipped zoo/) whose experts count as built
+    refresh: bool = False  # also retrain built experts whose recorded training config differs from `expert`
 
     def __post_init__(self):
         if isinstance(self.expert, dict):
@@ -93,6 +95,18 @@ def instances(task, split, part: str):
     return [task.instances[i] for i in idx]
 
 
+# training fields that make an expert: a record that differs in one of them was built another way
+_TRAINING_FIELDS = ("steps", "max_epochs", "batch_size", "lr", "warmup", "weight_decay", "max_tokens", "keep_last", "every", "select", "seed", "lora")
+
+
+def outdated(record, expert: ExpertConfig) -> bool:
+    """Was this expert trained with another config than `expert`? Records from before a field
+    existed count with that field's old behaviour (select: "last")."""
+    have = {"select": "last", **record.config}
+    want = json.loads(json.dumps(expert.to_dict()))
+    return any(have.get(k) != want[k] for k in _TRAINING_FIELDS)
+
+
 def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]:
     from hypergen.eval.scoring import score_instances
 
@@ -133,7 +147,7 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
 
     suite, split, names = plan(cfg)
     zoo = Zoo(cfg.out)
-    todo = [n for i, n in enumerate(names) if i % world == rank and not zoo.has(n)]
+    todo = [n for i, n in enumerate(names) if i % world == rank and (not zoo.has(n) or (cfg.refresh and outdated(zoo.record(n), cfg.expert)))]
     if not todo:
         return
     res = load_base(cfg.base, device=cfg.device)

@@ -157,8 +157,10 @@ class Zoo:
                     save_file(tensors, str(tmp / "trajectory" / f"step_{step:05d}.safetensors"))
             (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
 
-        def put(m: dict) -> None:
-            m["experts"] = [r for r in m["experts"] if r["name"] != record.name] + [asdict(record)]
+        def put(m: dict) -> None:  # a retrained expert keeps its place in the manifest
+            rows = m["experts"]
+            at = next((i for i, r in enumerate(rows) if r["name"] == record.name), len(rows))
+            rows[at : at + 1] = [asdict(record)]
 
         self._update_manifest(put)
 
