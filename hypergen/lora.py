@@ -113,6 +113,16 @@ class LoraWeights:
             base_model_name_or_path=self.base_model or None,
         )
 
+    def save_config(self, folder: str | Path) -> None:
+        """adapter_config.json, with target_modules in a stable order (peft keeps them in a set, whose
+        order changes from run to run: the same adapter would otherwise never write the same file)."""
+        self.peft_config().save_pretrained(str(folder))
+        path = Path(folder) / "adapter_config.json"
+        cfg = json.loads(path.read_text())
+        if isinstance(cfg.get("target_modules"), list):
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
     def save(self, folder: str | Path) -> Path:
         """Write a PEFT adapter folder that `PeftModel.from_pretrained(base, folder)` loads cleanly."""
         from safetensors.torch import save_file
@@ -124,7 +134,7 @@ class LoraWeights:
             tensors[f"base_model.model.{path}.lora_A.weight"] = a.detach().cpu().contiguous()
             tensors[f"base_model.model.{path}.lora_B.weight"] = b.detach().cpu().contiguous()
         save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
-        self.peft_config().save_pretrained(str(folder))
+        self.save_config(folder)
         if self.meta:
             (folder / "hypergen.json").write_text(json.dumps(self.meta, indent=2, default=str))
         return folder

@@ -21,6 +21,11 @@ def test_save_load_roundtrip(resident, tmp_path):
     assert list(back.modules) == list(w.modules)
     for p in w.modules:
         assert torch.equal(back.modules[p][0], w.modules[p][0]) and torch.equal(back.modules[p][1], w.modules[p][1])
+    # the same adapter always writes the same config file (peft holds target_modules in a set)
+    back.save(tmp_path / "again")
+    assert (tmp_path / "ad" / "adapter_config.json").read_bytes() == (tmp_path / "again" / "adapter_config.json").read_bytes()
+    listed = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["target_modules"]
+    assert listed == sorted(w.modules)
 
 
 def test_plain_peft_loads_our_folder_with_every_key(tiny_path, resident, tmp_path):

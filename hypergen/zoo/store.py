@@ -228,7 +228,7 @@ def _save_final(w: LoraWeights, folder: Path, dtype) -> None:
             tensors[f"{p}.{k}.scale"] = scale.to(torch.float16).contiguous()
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / Q8))
-    w.peft_config().save_pretrained(str(folder))
+    w.save_config(folder)
 
 
 def _load_q8(folder: Path) -> LoraWeights:
