@@ -7,6 +7,7 @@ second call costs only the work it asks for.
 from __future__ import annotations
 
 import functools
+import json
 import importlib.metadata as md
 import platform
 import threading
@@ -311,7 +312,7 @@ def train(
     summary["init"] = str(init) if init is not None else None
     if cfg.val_experts:
         summary["val"] = validation_error(gen, z, cfg.val_experts, encoder_name)
-    (out / "train.json").write_text(__import__("json").dumps(summary, indent=2, default=str))
+    (out / "train.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

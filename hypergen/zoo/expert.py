@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from hypergen import paths
 from hypergen.base import ResidentModel
 from hypergen.config import LoraSpec
-from hypergen.data import answer_loss, collate, encode_example
+from hypergen.data import answer_loss, answer_positions, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.lora import LoraWeights
 
@@ -144,7 +144,7 @@ class _Trajectory(pl.Callback):
         """Mean answer-token cross-entropy over all validation tokens."""
         total, count = 0.0, 0
         for b in self.val_batches:
-            n = int((b["labels"][:, 1:] != -100).sum())
+            n = int(answer_positions(b["labels"]).sum())  # the tokens answer_loss averages over
             total += float(answer_loss(net, b)) * n
             count += n
         return total / max(count, 1)
