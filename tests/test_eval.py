@@ -53,3 +53,20 @@ def test_empty_suite_is_an_error(tiny_zoo, tiny_path, tmp_path):
     empty.write_text("")
     r = CliRunner().invoke(app, ["eval", "--suite", str(empty), "--split", "all", "--zoo", str(tiny_zoo.root), "--encoder", "fake", "--base", str(tiny_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and r.stderr.startswith("error: ")
+
+
+def test_seeds_repeat_only_when_they_draw_the_same_instances(tiny_zoo, tiny_path, tmp_path):
+    """Every method is deterministic at one sample: a seed that draws the same instances is recorded, not rerun."""
+    from hypergen.tasks import load_suite
+
+    n_test = len(load_suite(DEMO).get("antonyms").instances)
+    for instances, repeats in ((1000, True), (2, False)):
+        out = tmp_path / f"res{instances}"
+        r = run(tiny_zoo, tiny_path, out, "--methods", "base", "--methods", "nearest", "--no-controls", "--seeds", "2", "--instances", str(instances))
+        assert r.exit_code == 0, r.output
+        rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        second = [x for x in rows if x["seed"] == 1]
+        assert len(second) == 4 and all(("repeat_of_seed" in x) == repeats for x in second), (n_test, second)
+        if repeats:
+            first = {(x["task"], x["method"]): x for x in rows if x["seed"] == 0}
+            assert all(x["main"] == first[(x["task"], x["method"])]["main"] for x in second)

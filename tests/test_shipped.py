@@ -59,3 +59,36 @@ def test_shipped_zoo_activates_in_the_real_base(real_resident):
     real_resident.deactivate()
     r = CliRunner().invoke(app, ["zoo", "list", "--json"])
     assert r.exit_code == 0 and [x["name"] for x in json.loads(r.stdout)] == SHIPPED_EXPERTS
+
+
+SHIPPED_MULTITASK = (ZOO / "multitask" / "expert.json").is_file()
+DONE_WHEN = [g for g in ("nearest", "mix", "lego") if SHIPPED_EXPERTS] + (["multitask"] if SHIPPED_MULTITASK else []) + SHIPPED_GENERATORS
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", DONE_WHEN)
+def test_fresh_clone_generate_writes_a_clean_peft_folder(name, real_resident, real_encoder, tmp_path):
+    """Issue 4/5's "done when": `hypergen generate "..." --generator G --out DIR --json` on the shipped
+    zoo and generators, and the folder loads in plain peft on SmolLM2 with no key warnings."""
+    import warnings
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from hypergen import assets
+    from hypergen.cli import app
+
+    samples = ["--samples", "4"] if name in ("icm", "abmll") else []
+    r = CliRunner().invoke(app, ["generate", "Decide whether the two sentences mean the same thing. Answer Yes or No.", "--generator", name, "--out", str(tmp_path / "ad"), "--json", *samples])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["generator"] == name and out["timings_ms"]["generate"] > 0 and out["neighbors"]
+    if samples:
+        assert out["uncertainty"]["samples"] == 4 and out["uncertainty"]["sample_rel_std"] > 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(assets.smollm2_path()), tmp_path / "ad")
+    assert not [w for w in caught if "key" in str(w.message).lower()]
+    assert any(torch.count_nonzero(p) for n, p in pm.named_parameters() if "lora_B" in n)

@@ -3,7 +3,9 @@
 For every task of the chosen split and every method, the same test instances are scored (ROUGE-L and
 exact match of the greedy answer; accuracy by option log-likelihood for multiple choice), over K
 seeds (the seed draws the instance subset when --instances is below the test size, and seeds the
-sampling generators). Rows are appended to results.jsonl as they finish, so an interrupted run
+sampling generators). Every method is deterministic at one sample, so when a task has no more test
+instances than --instances all seeds score the same instances with the same adapter: that run is made
+once and recorded for each seed (`repeat_of_seed`). Rows are appended to results.jsonl as they finish, so an interrupted run
 resumes where it stopped. Then: macro means with bootstrap CIs, paired-bootstrap CIs of each method's
 difference to the multi-task LoRA, the share of the base-to-oracle gap closed, the aligned-minus-control
 gap (gibberish / another task's description), and calibration on held-out multiple-choice tasks.
@@ -145,19 +147,19 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from hypergen import api
-    from hypergen.eval.scoring import option_probs, score_instances
+    from hypergen.eval.scoring import score_instances
     from hypergen.zoo.store import Zoo
 
     tasks = plan(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "results.jsonl"
-    done = set()
+    done: dict[tuple, dict] = {}
     if rows_path.is_file():
         for line in rows_path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                done.add((r["task"], r["method"], r["seed"]))
+                done[(r["task"], r["method"], r["seed"])] = r
     # oracle experts: the zoo's own for seen tasks; the separate oracle zoo for held-out ones
     oracles = {}
     if "oracle" in cfg.methods:
@@ -188,6 +190,13 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
             bar.set_postfix_str(f"{et.task.name[:30]} {m}")
             method = m.split("@")[0]
             test = _subset(et.test, cfg.instances, seed)
+            first = done.get((et.task.name, m, 0))
+            if seed > 0 and first is not None and cfg.instances >= len(et.test):
+                row = {**first, "seed": seed, "seconds": 0.0, "repeat_of_seed": 0}
+                done[(et.task.name, m, seed)] = row
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                continue
             t = time.perf_counter()
             w = _adapter(method, desc, seed, et, cfg, oracles)
             if w is None:
@@ -198,8 +207,9 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
             s = score_instances(res, test, description=prompt_desc, max_new_tokens=cfg.max_new_tokens, generate=True)
             row = {"task": et.task.name, "method": m, "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None, "seconds": round(time.perf_counter() - t, 2)}
             if s.accuracy is not None:
-                row["option_probs"] = option_probs(res, test, description=prompt_desc)
+                row["option_probs"] = s.option_probs
                 row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
+            done[(et.task.name, m, seed)] = row
             f.write(json.dumps(row) + "\n")
             f.flush()
     res.deactivate()

@@ -8,7 +8,7 @@ words, so generated-text metrics alone would mistake format for skill.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from hypergen.base import ResidentModel
 from hypergen.tasks import Instance, exact_match, rouge_l
@@ -20,6 +20,7 @@ class TaskScore:
     exact_match: float | None  # mean, 0..1
     accuracy: float | None  # log-likelihood accuracy over options, 0..1; None when not multiple choice
     n: int
+    option_probs: list[list[float]] | None = field(default=None, repr=False)  # per instance, multiple choice only
 
     @property
     def main(self) -> float:
@@ -27,7 +28,9 @@ class TaskScore:
         return self.accuracy if self.accuracy is not None else self.rougeL
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "main": self.main}
+        d = asdict(self)
+        d.pop("option_probs")
+        return {**d, "main": self.main}
 
 
 def option_probs(res: ResidentModel, instances: Sequence[Instance], *, description: str | None = None, adapter_names=None) -> list[list[float]]:
@@ -53,7 +56,7 @@ def score_instances(
     multiple choice (generation is the slow part on a CPU); True/False force generation on/off.
     """
     mc = all(i.options for i in instances)
-    rl = em = acc = None
+    rl = em = acc = probs = None
     if generate or (generate is None and not mc):
         answers = res.answer([i.input for i in instances], description=description, max_new_tokens=max_new_tokens, adapter_names=adapter_names)
         rl = sum(rouge_l(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
@@ -61,4 +64,4 @@ def score_instances(
     if mc:
         probs = option_probs(res, instances, description=description, adapter_names=adapter_names)
         acc = sum(i.options[max(range(len(p)), key=p.__getitem__)] in i.targets for p, i in zip(probs, instances)) / len(instances)
-    return TaskScore(rl, em, acc, len(instances))
+    return TaskScore(rl, em, acc, len(instances), probs)
