@@ -27,12 +27,14 @@ from hypergen.generators import ExpertBank, build, load_generator
 BASELINES = ("nearest", "mix", "lego")
 
 
-def command(name: str, train: dict, init: str | None, out: str) -> str:
+def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None) -> str:
     parts = [f"hypergen train {name}", f"--objective {train['objective']}", f"--steps {train['steps']}", f"--batch-size {train['batch_size']}", f"--lr {train['lr']}"]
+    if zoo:
+        parts.append(f"--zoo {zoo}")
     parts += [f"--val-experts {v}" for v in train.get("val_experts", [])]
     if init:
         parts.append(f"--init {init}")
-    return " ".join(parts + [f"--out {out}"])
+    return " ".join(parts + [f"--out {out}"]).replace(str(Path.home()), "~")
 
 
 def main() -> None:
@@ -52,7 +54,12 @@ def main() -> None:
         final = summary.get("final") or {}
         terms = ", ".join(f"{k} {v:.3g}" for k, v in final.items() if k != "step")
         rows.append(f"| {name} | {train['objective']} | {train['steps']} | {summary['seconds']} | {terms} |")
-        lines.append(f"- `{name}`: `{command(name, train, summary.get('init'), str(folder))}`")
+        init = summary.get("init")
+        first = Path(init) / "train.json" if init else None
+        if first is not None and first.is_file():  # the warm start's own command first
+            warm = json.loads(first.read_text())
+            lines.append(f"- `{name}` (warm start): `{command(name, warm['train'], None, init, warm.get('zoo'))}`")
+        lines.append(f"- `{name}`: `{command(name, train, init, str(folder), summary.get('zoo'))}`")
         val = list(train.get("val_experts", []))
         if not val:
             continue

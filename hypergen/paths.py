@@ -32,8 +32,9 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Training runs: checkpoints, logs, W&B offline files."""
-    return home() / "runs"
+    """Training runs: checkpoints, logs, W&B offline files. HYPERGEN_RUNS moves them alone (the tests
+    use a temporary folder, so they never leave runs in the user's cache)."""
+    return Path(os.environ["HYPERGEN_RUNS"]).expanduser() if os.environ.get("HYPERGEN_RUNS") else home() / "runs"
 
 
 @contextmanager

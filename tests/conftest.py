@@ -6,9 +6,14 @@ skip when `make setup` has not run; with HYPERGEN_REQUIRE_REAL=1 (CI) a missing 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["WANDB_MODE"] = "disabled"  # never log to W&B from tests
+os.environ["HYPERGEN_RUNS"] = tempfile.mkdtemp(prefix="hypergen-test-runs-")  # training runs never land in the user's cache
+atexit.register(shutil.rmtree, os.environ["HYPERGEN_RUNS"], ignore_errors=True)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest

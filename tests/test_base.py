@@ -123,3 +123,9 @@ def test_cuda_swap_and_answer(tiny_path):
     res.answer(["hello"], max_new_tokens=4)
     res.deactivate()
     assert res.answer(["hello"], max_new_tokens=4) == base
+
+
+def test_tests_keep_training_runs_out_of_the_user_cache():
+    from hypergen import paths
+
+    assert paths.runs_dir() != paths.home() / "runs" and "hypergen-test-runs-" in str(paths.runs_dir())
