@@ -74,6 +74,26 @@ def test_score_equals_manual_loglik(resident):
     assert resident.score(["hello"], [["ok", "no"]])[0][0] == pytest.approx(want, abs=1e-4)
 
 
+def test_batched_score_equals_manual_loglik_over_ragged_prompts_and_options(resident):
+    """Left-padded prompts, a different number of options per row, per-row adapters: each score is the
+    plain full-sequence log-likelihood of that one prompt + option."""
+    tok = resident.tokenizer
+    resident.load_adapter("r7", random_lora(resident.model, seed=7))
+    texts = ["hi", "a much longer input with many more tokens in it than the first", "mid length text"]
+    cands = [["ok", "no", "maybe not"], ["yes"], ["a b c d e", "x"]]
+    rows = [None, "r7", "r7"]
+    got = resident.score(texts, cands, adapter_names=rows, batch_size=2)  # two batches, the first ragged
+    for text, opts, row, g in zip(texts, cands, rows, got):
+        p_ids = tok(resident.prompts([text])[0], add_special_tokens=False)["input_ids"]
+        for opt, value in zip(opts, g):
+            c_ids = tok(opt, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            with torch.no_grad():
+                logits = resident.forward_model()(input_ids=torch.tensor([p_ids + c_ids]), **resident._rows([row], 1)).logits[0, :-1]
+            want = sum(torch.log_softmax(logits, -1)[len(p_ids) - 1 + k, t].item() for k, t in enumerate(c_ids))
+            assert value == pytest.approx(want, abs=1e-4), (text, opt, row)
+    resident.remove("r7")
+
+
 def test_answer_batches_like_single(resident):
     resident.activate(random_lora(resident.model, seed=4))
     batch = resident.answer(["a short one", "a much longer input text here"], max_new_tokens=6)
