@@ -1,6 +1,6 @@
 """End to end in a real browser: `hypergen app` serves the page on a free local port (tiny zoo and model,
 fake encoder), headless Chromium types a description and inputs, clicks generate and sees the adapted
-answers. The screenshot is docs/app.png.
+answers. (docs/app.png is the real app: bench/app_screenshot.py.)
 
 Needs Debian's `chromium` and `chromium-driver`; skipped without them unless HYPERGEN_REQUIRE_BROWSER=1 (CI).
 """
@@ -22,7 +22,7 @@ import pytest
 
 
 pytestmark = pytest.mark.slow
-# docs/app.png is refreshed only on request (HYPERGEN_SCREENSHOT=docs/app.png), so test runs leave the tree clean
+# HYPERGEN_SCREENSHOT=PATH keeps the tiny-model screenshot; docs/app.png comes from bench/app_screenshot.py
 SCREENSHOT = os.environ.get("HYPERGEN_SCREENSHOT")
 DESCRIPTION = "Give the antonym of the word: the word with the opposite meaning."
 

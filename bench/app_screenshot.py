@@ -1,0 +1,74 @@
+"""docs/app.png: `hypergen app` with the shipped zoo, real SmolLM2 + MiniLM and the default generator, driven
+in headless Chromium (Debian's chromium + chromium-driver, selenium), one description and two inputs.
+
+    .venv/bin/python bench/app_screenshot.py [--out docs/app.png] [--port 8765]
+
+The browser test (tests/test_app_browser.py) checks the same flow on the tiny model in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+DESCRIPTION = "Label each tweet as sarcastic or not. Answer Yes or No."
+INPUTS = "Great, another Monday. Just what I needed.\nThe sunset tonight was beautiful."
+
+
+def main() -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="docs/app.png")
+    ap.add_argument("--port", type=int, default=8765)
+    args = ap.parse_args()
+    hypergen = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "hypergen")
+    proc = subprocess.Popen([hypergen, "app", "--port", str(args.port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1500", f"--user-data-dir={tempfile.mkdtemp()}"):
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        try:
+            wait = WebDriverWait(driver, 300)
+            driver.get(url)
+            wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, 'textarea[aria-label="Describe the task"]'))).send_keys(DESCRIPTION)
+            driver.find_element(By.CSS_SELECTOR, 'textarea[aria-label="Inputs, one per line"]').send_keys(INPUTS)
+            driver.find_element(By.XPATH, '//button[.//p[text()="Generate adapter"]]').click()
+            table = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="stTable"]')))
+            for row in table.find_elements(By.CSS_SELECTOR, "tbody tr"):
+                print(" | ".join(c.text for c in row.find_elements(By.CSS_SELECTOR, "th,td")))
+            if driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
+                raise SystemExit("the app showed an exception")
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')) >= 2)
+            time.sleep(2)  # let the charts finish drawing
+            driver.save_screenshot(args.out)
+            print(f"wrote {args.out}")
+        finally:
+            driver.quit()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()
