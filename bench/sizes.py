@@ -24,16 +24,20 @@ def main() -> None:
     lines = [
         f"Adapter: {bank.layout.numel:,} weights (rank 8 on q_proj + v_proj of 30 layers). Command: `.venv/bin/python bench/sizes.py`.",
         "",
-        "| generator | learned parameters | checkpoint fp16 MB |",
-        "|---|---:|---:|",
+        "| generator | learned parameters | checkpoint fp16 MB | shipped fp16 MB (without training-only tensors) |",
+        "|---|---:|---:|---:|",
     ]
     for name in sorted(registered()):
         if not get_family(name).trainable:
             continue
         gen = build(name, bank)
-        n = sum(v.numel() for v in gen.state_for_save().values())
-        lines.append(f"| {name} | {n:,} | {2 * n / 2**20:.1f} |")
-    lines += ["", "Baselines (nearest, mix, lego, multitask) learn nothing: they read the zoo itself (0.5 MB per expert in a packed int8 zoo)."]
+        state = gen.state_for_save()
+        n = sum(v.numel() for v in state.values())
+        shipped = sum(v.numel() for k, v in state.items() if not (gen.training_only and k.startswith(gen.training_only)))
+        lines.append(f"| {name} | {n:,} | {2 * n / 2**20:.1f} | {2 * shipped / 2**20:.1f} |")
+    lines += ["", "generators/ ships only what generation needs: a CVAE's posterior encoder q(z | x, c) is used by the training loss alone, so it is "
+              "saved apart (training.safetensors, git-ignored) and `--init` needs the folder `hypergen train` wrote.",
+              "", "Baselines (nearest, mix, lego, multitask) learn nothing: they read the zoo itself (0.5 MB per expert in a packed int8 zoo)."]
     body = "\n".join(lines)
     print(body)
     write_section("generators.md", "sizes", body)

@@ -152,3 +152,29 @@ def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path):
     assert r.exit_code == 1 and "registered:" in r.stderr
     r = CliRunner().invoke(app, ["generate", ANTONYM, "--samples", "0", "--zoo", str(tiny_zoo.root), "--encoder", "fake"])
     assert r.exit_code == 1 and "samples must be >= 1" in r.stderr
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if get_family(n).training_only])
+def test_training_only_tensors_are_saved_apart_and_not_needed_to_generate(name, tiny_bank, tmp_path):
+    """A CVAE's posterior encoder goes to training.safetensors; without it (as shipped) the generator
+    generates the same adapter but refuses to train on."""
+    from hypergen.generators.base import TRAINING_FILE
+    from hypergen.generators.train import TrainConfig, train_generator
+
+    gen = make(name, tiny_bank, tmp_path, steps=4)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / name / "generator.safetensors"), "pt") as f:
+        assert not any(k.startswith(gen.training_only) for k in f.keys())
+    with safe_open(str(tmp_path / name / TRAINING_FILE), "pt") as f:
+        assert f.keys() and all(k.startswith(gen.training_only) for k in f.keys())
+    full = load_generator(tmp_path / name, tiny_bank, family=name)
+    assert not full.inference_only
+    (tmp_path / name / TRAINING_FILE).unlink()
+    shipped = load_generator(tmp_path / name, tiny_bank, family=name)
+    assert shipped.inference_only
+    e = ENC.encode([ANTONYM])[0]
+    for p in tiny_bank.layout.paths:
+        torch.testing.assert_close(shipped.generate(e).weights.modules[p][1], full.generate(e).weights.modules[p][1])
+    with pytest.raises(HypergenError, match="training-only"):
+        train_generator(shipped, TrainConfig(steps=1, logger="none", progress=False), tmp_path / "again")

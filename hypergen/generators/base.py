@@ -221,12 +221,16 @@ class Generator(nn.Module):
     family: ClassVar[str] = ""
     Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     trainable: ClassVar[bool] = False
+    # state-dict prefixes only the training loss uses (e.g. a CVAE's posterior encoder): saved apart in
+    # training.safetensors, which generators/ does not ship; generation never needs it
+    training_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: GeneratorConfig, bank: ExpertBank):
         super().__init__()
         self.config = config
         self.bank = bank
         self.layout = bank.layout
+        self.inference_only = False  # loaded without its training-only tensors: generates, cannot train further
 
     # families implement these
     def sample(self, cond: torch.Tensor, n: int, gen: torch.Generator) -> Sampled:
@@ -319,9 +323,12 @@ class Generator(nn.Module):
             "experts": self.bank.names,
             **(extra or {}),
         }
-        state = self.state_for_save()
+        state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous().cpu() for k, v in self.state_for_save().items()}
+        train_only = {k: v for k, v in state.items() if k.startswith(self.training_only)} if self.training_only else {}
         if state:
-            save_file({k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous().cpu() for k, v in state.items()}, str(folder / "generator.safetensors"))
+            save_file({k: v for k, v in state.items() if k not in train_only}, str(folder / "generator.safetensors"))
+        if train_only:
+            save_file(train_only, str(folder / TRAINING_FILE))
         (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
 
@@ -365,6 +372,9 @@ def build(name: str, bank: ExpertBank, **config) -> Generator:
     return cls(cls.Config(**config), bank)
 
 
+TRAINING_FILE = "training.safetensors"  # training-only tensors (not shipped)
+
+
 def load_generator(folder: str | Path, bank: ExpertBank, *, family: str | None = None, base_model: str | None = None) -> Generator:
     """Rebuild a saved generator on `bank`; refuses another family's or another base model's files."""
     from safetensors.torch import load_file
@@ -385,9 +395,16 @@ def load_generator(folder: str | Path, bank: ExpertBank, *, family: str | None =
     gen = cls(cls.Config.from_dict(meta["config"]), bank)
     wfile = folder / "generator.safetensors"
     if wfile.is_file():
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(wfile)).items()}
+        state = load_file(str(wfile))
+        tfile = folder / TRAINING_FILE
+        if tfile.is_file():
+            state.update(load_file(str(tfile)))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         missing, unexpected = gen.load_state_dict(state, strict=False)
         missing = [m for m in missing if not m.startswith("bank.")]
+        if cls.training_only and not tfile.is_file():
+            gen.inference_only = True
+            missing = [m for m in missing if not m.startswith(cls.training_only)]
         if missing or unexpected:
             raise HypergenError(f"Generator {folder} does not match the {meta['family']} family's parameters (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     return gen

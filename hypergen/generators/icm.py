@@ -91,6 +91,7 @@ class ICMConfig(GeneratorConfig):
 
 class ICMLoRA(Generator):
     trainable = True
+    training_only = ("x_enc.", "q_z.")  # the posterior q(z | x, c): training only
 
     def __init__(self, config: ICMConfig, bank: ExpertBank):
         super().__init__(config, bank)

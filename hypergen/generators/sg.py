@@ -38,6 +38,7 @@ class SGConfig(GeneratorConfig):
 
 class SGLoRA(Generator):
     trainable = True
+    training_only = ("x_enc.", "q_z.")  # the posterior q(z | x, c): training only
 
     def __init__(self, config: SGConfig, bank: ExpertBank):
         super().__init__(config, bank)

@@ -110,6 +110,9 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
 
     if not generator.trainable:
         raise HypergenError(f"The {generator.family} generator has nothing to train; use it directly.")
+    if generator.inference_only:
+        raise HypergenError(f"This {generator.family} checkpoint was loaded without its training-only tensors (no training.safetensors, as shipped in generators/): "
+                            "train from the folder `hypergen train` wrote, or from scratch.")
     out = Path(out)
     # resume only the very same run: same family config, training config, experts and destination
     import hashlib
