@@ -13,9 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 DESCRIPTION = "Label each tweet as sarcastic or not. Answer Yes or No."
@@ -23,11 +21,11 @@ INPUTS = "Great, another Monday. Just what I needed.\nThe sunset tonight was bea
 
 
 def main() -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
+
+    from hypergen.testing import app_healthy, headless_chromium
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="docs/app.png")
@@ -37,18 +35,9 @@ def main() -> None:
     proc = subprocess.Popen([hypergen, "app", "--port", str(args.port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{args.port}"
     try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1500", f"--user-data-dir={tempfile.mkdtemp()}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        if not app_healthy(url, proc, timeout=120):
+            raise SystemExit(f"the app did not start on {url}")
+        driver = headless_chromium(shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver"))
         try:
             wait = WebDriverWait(driver, 300)
             driver.get(url)

@@ -82,3 +82,37 @@ def smollm2_bank(n: int = 4, seed: int = 0):
     traj = [torch.stack([f + 1e-3 * torch.randn(layout.numel, generator=g), f]) for f in flat]
     e = torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=1)
     return ExpertBank([f"expert{i}" for i in range(n)], e, [v[None] for v in e], flat, traj, layout, {"base_model": "SmolLM2-135M-Instruct"})
+
+
+# ---- driving the Streamlit app in a browser (tests/test_app_browser.py, bench/app_screenshot.py) ----
+def app_healthy(url: str, proc=None, timeout: float = 120.0) -> bool:
+    """Wait until a served app answers its health check; False on timeout or when `proc` exits."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def headless_chromium(chromium: str, chromedriver: str, profile: str | None = None, window: str = "1400,1500"):
+    """A selenium driver for Debian's headless chromium, with a throwaway profile (`profile`: a folder the
+    caller removes; default a new temporary one) and no network chatter."""
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--window-size={window}",
+                 f"--user-data-dir={profile or tempfile.mkdtemp(prefix='hypergen-chromium-')}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(chromedriver), options=opts)

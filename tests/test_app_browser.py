@@ -15,11 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from hypergen.testing import app_healthy, headless_chromium
 
 pytestmark = pytest.mark.slow
 # HYPERGEN_SCREENSHOT=PATH keeps the tiny-model screenshot; docs/app.png comes from bench/app_screenshot.py
@@ -66,17 +66,9 @@ def server(tiny_zoo, tiny_path, tmp_path):
     proc = subprocess.Popen(_serve_command(port, str(tiny_zoo.root), str(tiny_path)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the app did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
-            time.sleep(0.5)
+        if not app_healthy(url, proc, timeout=120):
+            log.seek(0)
+            pytest.fail(f"the app did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
         yield url, log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the CLI and the streamlit process it started
@@ -89,20 +81,13 @@ def server(tiny_zoo, tiny_path, tmp_path):
 
 def test_describe_generate_and_answer_in_chromium(server, tmp_path):
     chromium, chromedriver = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, log = server
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
     profile = tempfile.mkdtemp(prefix="hypergen-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1500", f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    driver = headless_chromium(chromium, chromedriver, profile)
     try:
         wait = WebDriverWait(driver, 120)
         driver.get(url)
