@@ -36,6 +36,7 @@ def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
     rows = (tmp_path / "res" / "results.jsonl").read_text().splitlines()
     # oracle on a seen-by-zoo task = the task's own expert: identical to nearest (its own description)
     by = {(json.loads(x)["task"], json.loads(x)["method"]): json.loads(x) for x in rows}
+    assert all(1 <= json.loads(x)["max_new_tokens"] <= 16 for x in rows)
     assert by[("antonyms", "oracle")]["rougeL"] == by[("antonyms", "nearest")]["rougeL"]
     # resume: a rerun finds every row done and appends nothing
     r2 = run(tiny_zoo, tiny_path, tmp_path / "res", *methods)
@@ -70,3 +71,15 @@ def test_seeds_repeat_only_when_they_draw_the_same_instances(tiny_zoo, tiny_path
         if repeats:
             first = {(x["task"], x["method"]): x for x in rows if x["seed"] == 0}
             assert all(x["main"] == first[(x["task"], x["method"])]["main"] for x in second)
+
+
+def test_answer_budget_follows_the_longest_reference():
+    from hypergen.eval.protocol import ANSWER_SLACK, answer_budget
+    from hypergen.tasks import Instance
+
+    def words(text, add_special_tokens=False):  # a tokenizer of whitespace words
+        return {"input_ids": text.split()}
+
+    short = [Instance("q", ["yes"]), Instance("q", ["no", "not at all"])]
+    assert answer_budget(words, short, 16) == 3 + ANSWER_SLACK  # "not at all" is the longest accepted answer
+    assert answer_budget(words, [Instance("q", [" ".join(["w"] * 40)])], 16) == 16  # never above the cap
