@@ -83,3 +83,63 @@ def test_answer_budget_follows_the_longest_reference():
     short = [Instance("q", ["yes"]), Instance("q", ["no", "not at all"])]
     assert answer_budget(words, short, 16) == 3 + ANSWER_SLACK  # "not at all" is the longest accepted answer
     assert answer_budget(words, [Instance("q", [" ".join(["w"] * 40)])], 16) == 16  # never above the cap
+
+
+def test_calibration_compares_abmll_samples_and_resumes_from_its_cache(tiny_zoo, tiny_path, tmp_path, monkeypatch):
+    import torch
+
+    from hypergen import api
+    from hypergen.generators import build
+
+    real = api.get_generator
+    torch.manual_seed(0)
+    abmll = build("abmll", api.bank(str(tiny_zoo.root), "fake"), init_post_var=1.0)  # untrained, wide posterior
+
+    def with_tiny_abmll(name=None, zoo_path=None, encoder_name="minilm", checkpoint=None):
+        return abmll if name == "abmll" else real(name, zoo_path, encoder_name, checkpoint)
+
+    monkeypatch.setattr(api, "get_generator", with_tiny_abmll)
+    out = tmp_path / "res"
+    r = run(tiny_zoo, tiny_path, out, "--methods", "base", "--methods", "abmll", "--no-controls")
+    assert r.exit_code == 0, r.output
+    cal = json.loads(r.stdout)["calibration"]
+    assert {"base", "abmll", "abmll_bma4"} <= set(cal)
+    bma = cal["abmll_bma4"]
+    assert bma["n"] == cal["base"]["n"] == 3 and 0 <= bma["ece"] <= 1 and 0 <= bma["brier"] <= 2 and bma["mutual_information"] > 0
+    cached = (out / "calibration.jsonl").read_text().splitlines()
+    assert [json.loads(x)["task"] for x in cached] == ["review_sentiment"]  # the multiple-choice task only
+
+    def no_sampling(*a, **k):
+        raise AssertionError("a resumed run must reuse calibration.jsonl")
+
+    monkeypatch.setattr("hypergen.eval.calibration.bayesian_calibration", no_sampling)
+    r2 = run(tiny_zoo, tiny_path, out, "--methods", "base", "--methods", "abmll", "--no-controls")
+    assert r2.exit_code == 0, r2.output
+    assert json.loads(r2.stdout)["calibration"]["abmll_bma4"] == bma
+
+
+def test_bar_checks_the_best_family_against_the_targets():
+    from types import SimpleNamespace
+
+    from hypergen.eval.protocol import bar
+    from hypergen.eval.report import report_markdown
+
+    def m(main, rouge, **kw):
+        return {"tasks": 2, "main": main, "rougeL": rouge, **kw}
+
+    summary = {
+        "split": "heldout", "suite": "x", "tasks": 2, "seeds": 1, "instances": 3, "calibration": {},
+        "methods": {"base": m(0.2, 0.1), "multitask": m(0.3, 0.3), "nearest": m(0.5, 0.4),
+                    "sg": m(0.45, 0.35, main_vs_multitask=0.15, rougeL_vs_multitask=0.05, main_oracle_gap_closed=0.4),
+                    "icm": m(0.4, 0.5, main_vs_multitask=0.1, rougeL_vs_multitask=0.2, main_oracle_gap_closed=0.3)},
+        "controls": {"sg": {"aligned_minus_gibberish": 0.01, "rougeL_aligned_minus_gibberish": 0.1}},
+    }
+    b = bar(summary)
+    assert b["best_family"] == "sg" and b["best_method"] == "nearest"  # by the main metric
+    got = {c["check"]: (round(c["value"], 6), c["met"]) for c in b["checks"]}
+    assert got["ROUGE-L minus multitask"] == (0.05, True) and got["main minus nearest"] == (-0.05, False)
+    assert got["oracle gap closed (main)"] == (0.4, False) and got["main minus gibberish control"] == (0.01, False)
+    assert got["ROUGE-L minus gibberish control"] == (0.1, True)
+    summary["bar"] = b
+    text = report_markdown(summary, SimpleNamespace(suite="x", split="heldout", instances=3, seeds=1, out="o"))
+    assert "| main minus nearest | -0.050 | >= 0.00 | no (short by 0.050) |" in text and "**nearest**" in text

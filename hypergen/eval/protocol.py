@@ -227,7 +227,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
     names = {et.task.name for et in tasks}
     rows = [r for r in rows if r["task"] in names]
-    calib = calibration(cfg, tasks, rows) if "abmll" in cfg.methods and cfg.split != "seen" else {}
+    calib = calibration(cfg, tasks, rows, out) if "abmll" in cfg.methods and cfg.split != "seen" else {}
     summary = summarize(rows, cfg, calib)
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "rows": [{k: v for k, v in r.items() if k not in ("option_probs", "labels")} for r in rows]}, indent=2))
     from hypergen.eval.report import write_report
@@ -236,13 +236,14 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     return summary
 
 
-def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict]) -> dict:
+def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: Path | None = None) -> dict:
     """ECE / Brier on multiple-choice tasks: ABMLL's Bayesian model average of sampled adapters against
-    each deterministic generator's single adapter (seed 0 rows)."""
+    each deterministic generator's single adapter (seed 0 rows). The BMA's per-task probabilities are
+    kept in out/calibration.jsonl, so a resumed run does not sample and score them again."""
     from hypergen import api
-    from hypergen.eval.calibration import bayesian_calibration, brier, ece
+    from hypergen.eval.calibration import accuracy, bayesian_calibration, brier, ece, predictive_entropy
 
-    out: dict[str, dict] = {}
+    result: dict[str, dict] = {}
     by_method: dict[str, tuple[list, list]] = {}
     for r in rows:
         if r["seed"] == 0 and "option_probs" in r and "@" not in r["method"]:
@@ -250,22 +251,39 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict]) -> dic
             p += r["option_probs"]
             y += r["labels"]
     for m, (p, y) in by_method.items():
-        out[m] = {"ece": ece(p, y), "brier": brier(p, y), "n": len(y)}
+        result[m] = {"ece": ece(p, y), "brier": brier(p, y), "accuracy": accuracy(p, y), "entropy": predictive_entropy(p), "n": len(y)}
     mc = [et for et in tasks if et.task.is_multiple_choice]
-    if mc:
-        try:
-            gen = api.get_generator("abmll", cfg.zoo, cfg.encoder)
-        except HypergenError as e:
-            return {**out, "abmll_bma": {"skipped": str(e)}}
-        res = api.resident(cfg.base, cfg.device)
-        enc = api.encoder(cfg.encoder)
-        p, y = [], []
-        for et in mc:
-            rep = bayesian_calibration(res, gen, enc.encode([et.description])[0], _subset(et.test, cfg.instances, 0), samples=cfg.calibration_samples, seed=0)
-            p += rep.probs
-            y += rep.labels
-        out[f"abmll_bma{cfg.calibration_samples}"] = {"ece": ece(p, y), "brier": brier(p, y), "n": len(y)}
-    return out
+    if not mc:
+        return result
+    key = f"abmll_bma{cfg.calibration_samples}"
+    cache_path = Path(out) / "calibration.jsonl" if out is not None else None
+    cached = {}
+    if cache_path is not None and cache_path.is_file():
+        for line in cache_path.read_text().splitlines():
+            c = json.loads(line)
+            cached[(c["task"], c["samples"], c["instances"])] = c
+    p, y, mi = [], [], []
+    gen = enc = res = None
+    for et in mc:
+        test = _subset(et.test, cfg.instances, 0)
+        c = cached.get((et.task.name, cfg.calibration_samples, len(test)))
+        if c is None:
+            if gen is None:
+                try:
+                    gen = api.get_generator("abmll", cfg.zoo, cfg.encoder)
+                except HypergenError as e:
+                    return {**result, key: {"skipped": str(e)}}
+                res, enc = api.resident(cfg.base, cfg.device), api.encoder(cfg.encoder)
+            rep = bayesian_calibration(res, gen, enc.encode([et.description])[0], test, samples=cfg.calibration_samples, seed=0)
+            c = {"task": et.task.name, "samples": cfg.calibration_samples, "instances": len(test), "probs": rep.probs, "labels": rep.labels, "mutual_information": rep.mutual_information}
+            if cache_path is not None:
+                with open(cache_path, "a") as f:
+                    f.write(json.dumps(c) + "\n")
+        p += c["probs"]
+        y += c["labels"]
+        mi.append(c["mutual_information"])
+    result[key] = {"ece": ece(p, y), "brier": brier(p, y), "accuracy": accuracy(p, y), "entropy": predictive_entropy(p), "mutual_information": sum(mi) / len(mi), "n": len(y)}
+    return result
 
 
 def _bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float]:
@@ -331,4 +349,37 @@ def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> d
                 common = sorted(set(a) & set(b))
                 if common:
                     controls[m][f"rougeL_aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
-    return {"split": cfg.split, "suite": cfg.suite, "tasks": len({r["task"] for r in rows}), "seeds": cfg.seeds, "instances": cfg.instances, "methods": methods, "controls": controls, "calibration": calib or {}}
+    summary = {"split": cfg.split, "suite": cfg.suite, "tasks": len({r["task"] for r in rows}), "seeds": cfg.seeds, "instances": cfg.instances, "methods": methods, "controls": controls, "calibration": calib or {}}
+    summary["bar"] = bar(summary)
+    return summary
+
+
+FAMILIES = ("icm", "sg", "abmll")  # the generative families; multitask, nearest, mix and lego are baselines
+
+
+def bar(summary: dict) -> dict:
+    """The issue's targets for the best generative family (by the main metric): >= 2 ROUGE-L points
+    above the multi-task LoRA, at least the nearest expert, >= half the base-to-oracle gap closed, and
+    its gibberish control >= 3 points lower. Also names the best selectable method overall (the
+    default generator should be that one)."""
+    ms = summary["methods"]
+    fams = [m for m in FAMILIES if ms.get(m, {}).get("main") is not None]
+    anyone = [m for m in GENERATORS if ms.get(m, {}).get("main") is not None]
+    if not fams:
+        return {}
+    best = max(fams, key=lambda m: ms[m]["main"])
+    e, c = ms[best], summary["controls"].get(best, {})
+    checks = []
+
+    def check(name, value, target):
+        checks.append({"check": name, "value": value, "target": target, "met": None if value is None else value >= target})
+
+    check("ROUGE-L minus multitask", e.get("rougeL_vs_multitask"), 0.02)
+    check("main minus multitask", e.get("main_vs_multitask"), 0.02)
+    near = ms.get("nearest", {})
+    check("main minus nearest", e["main"] - near["main"] if near.get("main") is not None else None, 0.0)
+    check("ROUGE-L minus nearest", e["rougeL"] - near["rougeL"] if near.get("rougeL") is not None and e.get("rougeL") is not None else None, 0.0)
+    check("oracle gap closed (main)", e.get("main_oracle_gap_closed"), 0.5)
+    check("main minus gibberish control", c.get("aligned_minus_gibberish"), 0.03)
+    check("ROUGE-L minus gibberish control", c.get("rougeL_aligned_minus_gibberish"), 0.03)
+    return {"best_family": best, "best_method": max(anyone, key=lambda m: ms[m]["main"]), "checks": checks}

@@ -24,28 +24,40 @@ def report_markdown(summary: dict, cfg) -> str:
         "",
         f"Command: `hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds} --out {cfg.out}`",
         "",
-        "| method | tasks | ROUGE-L | ROUGE-L 95% CI | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) |",
-        "|---|---:|---:|---|---:|---:|---:|---|---:|",
+        "| method | tasks | ROUGE-L | ROUGE-L 95% CI | ROUGE-L - multitask [95% CI] | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) |",
+        "|---|---:|---:|---|---|---:|---:|---:|---|---:|",
     ]
     for m, e in summary["methods"].items():
         if "@" in m:
             continue
         diff = f"{e['main_vs_multitask']:+.3f} {_ci(e.get('main_vs_multitask_ci95'))}" if "main_vs_multitask" in e else "-"
+        rdiff = f"{e['rougeL_vs_multitask']:+.3f} {_ci(e.get('rougeL_vs_multitask_ci95'))}" if "rougeL_vs_multitask" in e else "-"
         lines.append(
-            f"| {m} | {e['tasks']} | {_fmt(e.get('rougeL'))} | {_ci(e.get('ci95'))} | {_fmt(e.get('exact_match'))} | "
+            f"| {m} | {e['tasks']} | {_fmt(e.get('rougeL'))} | {_ci(e.get('ci95'))} | {rdiff} | {_fmt(e.get('exact_match'))} | "
             f"{_fmt(e.get('accuracy'))} | {_fmt(e.get('main'))} | {diff} | {_fmt(e.get('main_oracle_gap_closed'), 2)} |"
         )
     if summary.get("controls"):
-        lines += ["", "## Controls (aligned description minus control, main metric)", "", "| method | minus gibberish | minus another task's description |", "|---|---:|---:|"]
+        lines += ["", "## Controls (aligned description minus control)", "", "| method | main: minus gibberish | main: minus another task's | ROUGE-L: minus gibberish | ROUGE-L: minus another task's |", "|---|---:|---:|---:|---:|"]
         for m, c in summary["controls"].items():
-            lines.append(f"| {m} | {_fmt(c.get('aligned_minus_gibberish'))} | {_fmt(c.get('aligned_minus_other'))} |")
+            lines.append(f"| {m} | {_fmt(c.get('aligned_minus_gibberish'))} | {_fmt(c.get('aligned_minus_other'))} | {_fmt(c.get('rougeL_aligned_minus_gibberish'))} | {_fmt(c.get('rougeL_aligned_minus_other'))} |")
     if summary.get("calibration"):
-        lines += ["", "## Calibration on multiple-choice tasks (seed 0)", "", "| method | ECE | Brier | instances |", "|---|---:|---:|---:|"]
+        lines += ["", "## Calibration on multiple-choice tasks (seed 0)", "",
+                  "abmll_bmaS = the average of S sampled ABMLL adapters' option probabilities (Bayesian model average); "
+                  "mutual information = the part of its predictive entropy from disagreement between samples.", "",
+                  "| method | ECE | Brier | accuracy | entropy (nats) | mutual information | instances |", "|---|---:|---:|---:|---:|---:|---:|"]
         for m, c in summary["calibration"].items():
             if "skipped" in c:
-                lines.append(f"| {m} | skipped: {c['skipped']} | | |")
+                lines.append(f"| {m} | skipped: {c['skipped']} | | | | | |")
             else:
-                lines.append(f"| {m} | {_fmt(c['ece'])} | {_fmt(c['brier'])} | {c['n']} |")
+                lines.append(f"| {m} | {_fmt(c['ece'])} | {_fmt(c['brier'])} | {_fmt(c.get('accuracy'))} | {_fmt(c.get('entropy'))} | {_fmt(c.get('mutual_information'), 4)} | {c['n']} |")
+    b = summary.get("bar")
+    if b:
+        lines += ["", f"## The bar (issue 6), for the best generative family by the main metric: {b['best_family']}", "",
+                  f"Best selectable method overall by the main metric: **{b['best_method']}**.", "",
+                  "| check | value | target | met |", "|---|---:|---:|---|"]
+        for c in b["checks"]:
+            met = "-" if c["met"] is None else ("yes" if c["met"] else f"no (short by {c['target'] - c['value']:.3f})")
+            lines.append(f"| {c['check']} | {_fmt(c['value'])} | >= {c['target']:.2f} | {met} |")
     return "\n".join(lines) + "\n"
 
 
