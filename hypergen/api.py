@@ -166,8 +166,12 @@ def generators_dir() -> Path:
 
 
 def default_generator() -> str:
-    """DEFAULT_GENERATOR when its checkpoint exists, else the best baseline that needs none."""
-    return DEFAULT_GENERATOR if (generators_dir() / DEFAULT_GENERATOR / "generator.json").is_file() else FALLBACK_GENERATOR
+    """DEFAULT_GENERATOR when it needs no checkpoint or its checkpoint exists, else the best baseline that needs none."""
+    from hypergen.generators import get_family
+
+    if not get_family(DEFAULT_GENERATOR).trainable or (generators_dir() / DEFAULT_GENERATOR / "generator.json").is_file():
+        return DEFAULT_GENERATOR
+    return FALLBACK_GENERATOR
 
 
 def list_generators() -> list[str]:

@@ -178,3 +178,17 @@ def test_training_only_tensors_are_saved_apart_and_not_needed_to_generate(name, 
         torch.testing.assert_close(shipped.generate(e).weights.modules[p][1], full.generate(e).weights.modules[p][1])
     with pytest.raises(HypergenError, match="training-only"):
         train_generator(shipped, TrainConfig(steps=1, logger="none", progress=False), tmp_path / "again")
+
+
+def test_default_generator_needs_a_checkpoint_only_when_trainable(monkeypatch, tmp_path):
+    from hypergen import api
+
+    monkeypatch.setattr(api, "generators_dir", lambda: tmp_path)  # no checkpoints at all
+    for name in ("nearest", "mix"):
+        monkeypatch.setattr(api, "DEFAULT_GENERATOR", name)
+        assert api.default_generator() == name
+    monkeypatch.setattr(api, "DEFAULT_GENERATOR", "sg")
+    assert api.default_generator() == api.FALLBACK_GENERATOR
+    (tmp_path / "sg").mkdir()
+    (tmp_path / "sg" / "generator.json").write_text("{}")
+    assert api.default_generator() == "sg"

@@ -22,6 +22,9 @@ def report_markdown(summary: dict, cfg) -> str:
         "tasks; `main` = accuracy for multiple choice, ROUGE-L otherwise. Macro means over tasks (each task averaged over "
         "seeds); CIs are 95% bootstrap over tasks; differences to the multi-task LoRA are paired by task.",
         "",
+        f"Machine: {summary.get('machine', '-')}; scoring time summed over runs: {summary.get('scoring_minutes', '-')} min "
+        "(the ABMLL calibration samples and model loading come on top).",
+        "",
         f"Command: `hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds} --out {cfg.out}`",
         "",
         "| method | tasks | ROUGE-L | ROUGE-L 95% CI | ROUGE-L - multitask [95% CI] | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) |",
@@ -36,6 +39,10 @@ def report_markdown(summary: dict, cfg) -> str:
             f"| {m} | {e['tasks']} | {_fmt(e.get('rougeL'))} | {_ci(e.get('ci95'))} | {rdiff} | {_fmt(e.get('exact_match'))} | "
             f"{_fmt(e.get('accuracy'))} | {_fmt(e.get('main'))} | {diff} | {_fmt(e.get('main_oracle_gap_closed'), 2)} |"
         )
+    o = summary["methods"].get("oracle")
+    if o and o["tasks"] < summary["tasks"]:
+        lines += ["", f"The oracle (an expert trained on the task itself) exists for {o['tasks']} of the {summary['tasks']} tasks; "
+                  "`oracle gap closed` is measured on those tasks only."]
     if summary.get("controls"):
         lines += ["", "## Controls (aligned description minus control)", "", "| method | main: minus gibberish | main: minus another task's | ROUGE-L: minus gibberish | ROUGE-L: minus another task's |", "|---|---:|---:|---:|---:|"]
         for m, c in summary["controls"].items():
