@@ -136,6 +136,7 @@ def test_bar_checks_the_best_family_against_the_targets():
     }
     b = bar(summary)
     assert b["best_family"] == "sg" and b["best_method"] == "nearest"  # by the main metric
+    assert b["uses_description"] == ["sg"] and b["default"] == "sg"  # nearest has no control: not shown to use its description
     got = {c["check"]: (round(c["value"], 6), c["met"]) for c in b["checks"]}
     assert got["ROUGE-L minus multitask"] == (0.05, True) and got["main minus nearest"] == (-0.05, False)
     assert got["oracle gap closed (main)"] == (0.4, False) and got["main minus gibberish control"] == (0.01, False)

@@ -373,8 +373,8 @@ FAMILIES = ("icm", "sg", "abmll")  # the generative families; multitask, nearest
 def bar(summary: dict) -> dict:
     """The issue's targets for the best generative family (by the main metric): >= 2 ROUGE-L points
     above the multi-task LoRA, at least the nearest expert, >= half the base-to-oracle gap closed, and
-    its gibberish control >= 3 points lower. Also names the best selectable method overall (the
-    default generator should be that one)."""
+    its gibberish control >= 3 points lower. Also names the best selectable method overall and the
+    default: the best among those whose output depends on the description."""
     ms = summary["methods"]
     fams = [m for m in FAMILIES if ms.get(m, {}).get("main") is not None]
     anyone = [m for m in GENERATORS if ms.get(m, {}).get("main") is not None]
@@ -395,4 +395,10 @@ def bar(summary: dict) -> dict:
     check("oracle gap closed (main)", e.get("main_oracle_gap_closed"), 0.5)
     check("main minus gibberish control", c.get("aligned_minus_gibberish"), 0.03)
     check("ROUGE-L minus gibberish control", c.get("rougeL_aligned_minus_gibberish"), 0.03)
-    return {"best_family": best, "best_method": max(anyone, key=lambda m: ms[m]["main"]), "checks": checks}
+    # the default generator: the best by the main metric among the methods that use the description
+    # (their answers with it beat those with a gibberish description by >= 3 ROUGE-L points);
+    # a description-blind adapter, however good on average, is not what "describe your task" promises
+    uses = [m for m in anyone if summary["controls"].get(m, {}).get("rougeL_aligned_minus_gibberish", -1) >= 0.03]
+    top = max(anyone, key=lambda m: ms[m]["main"])
+    default = max(uses, key=lambda m: ms[m]["main"]) if uses else top
+    return {"best_family": best, "best_method": top, "default": default, "uses_description": uses, "checks": checks}

@@ -60,7 +60,9 @@ def report_markdown(summary: dict, cfg) -> str:
     b = summary.get("bar")
     if b:
         lines += ["", f"## The bar (issue 6), for the best generative family by the main metric: {b['best_family']}", "",
-                  f"Best selectable method overall by the main metric: **{b['best_method']}**.", "",
+                  f"Best selectable method by the main metric: **{b['best_method']}**. Methods that use the description "
+                  f"(aligned minus gibberish >= 0.03 ROUGE-L): {', '.join(b.get('uses_description', [])) or 'none'}; the best of them, "
+                  f"the default generator: **{b.get('default', b['best_method'])}**.", "",
                   "| check | value | target | met |", "|---|---:|---:|---|"]
         for c in b["checks"]:
             met = "-" if c["met"] is None else ("yes" if c["met"] else f"no (short by {c['target'] - c['value']:.3f})")
