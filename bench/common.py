@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import re
 import statistics
 import time
@@ -11,20 +9,9 @@ from pathlib import Path
 
 import torch
 
+from hypergen.base import machine  # noqa: F401  (the machine line, shared with hypergen eval's report)
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}, {platform.system()} {platform.machine()}"
 
 
 def timeit(fn, runs: int, warmup: int = 3, sync: bool = False) -> list[float]:

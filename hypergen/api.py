@@ -152,7 +152,7 @@ def zoo_pack(source: str | Path, dest: str | Path) -> Path:
 # ---- generators --------------------------------------------------------------------------------
 # The held-out evaluation (`hypergen eval`, docs/results/heldout) picks the default: the best main score among
 # the methods whose answers depend on the description (icm scores a little higher but ignores it).
-DEFAULT_GENERATOR = "sg"  # docs/results/heldout: the best held-out main score among the methods that use the description
+DEFAULT_GENERATOR = "sg"
 FALLBACK_GENERATOR = "mix"  # used while the default has no trained checkpoint (e.g. before one ships)
 MAX_DESCRIPTION_CHARS = 4000
 _ENCODE_LOCK = threading.Lock()  # warnings.catch_warnings is process-global: one encode at a time

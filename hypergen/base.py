@@ -25,6 +25,22 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 BASE = "__base__"  # peft's name for "no adapter" in per-row adapter_names
 
 
+def machine() -> str:
+    """One line naming this machine for benchmark and evaluation reports: CPU model, cores, torch, GPU."""
+    import platform
+
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}, {platform.system()} {platform.machine()}"
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """cuda when present, else cpu; `device` overrides ("cpu", "cuda", "cuda:1")."""
     if device == "auto":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from hypergen import paths
+from hypergen.base import machine
 from hypergen.errors import HypergenError
 
 REFERENCE = ("base", "base_desc", "oracle")
@@ -230,23 +231,12 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     calib = calibration(cfg, tasks, rows, out) if "abmll" in cfg.methods and cfg.split != "seen" else {}
     summary = summarize(rows, cfg, calib)
     summary["scoring_minutes"] = round(sum(r["seconds"] for r in rows) / 60, 1)  # repeats count 0
-    summary["machine"] = _machine(res)
+    summary["machine"] = machine()
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "rows": [{k: v for k, v in r.items() if k not in ("option_probs", "labels")} for r in rows]}, indent=2))
     from hypergen.eval.report import write_report
 
     write_report(summary, cfg, out)
     return summary
-
-
-def _machine(res) -> str:
-    import os
-    import platform
-
-    import torch
-
-    dev = res.device
-    gpu = f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} on {dev.type}{gpu}"
 
 
 def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: Path | None = None) -> dict:
