@@ -80,6 +80,21 @@ def test_validation_loss_picks_the_expert_checkpoint(resident):
     assert not torch.equal(last.weights.modules[first][1], out.weights.modules[first][1])
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_validation_loss_on_cuda(tiny_path):
+    """The validation batches are built on the CPU; early stopping must move them to the model's
+    device (an H200 zoo build stopped here at the first validation step)."""
+    from hypergen.base import load_base
+
+    res = load_base(tiny_path, device="cuda")
+    examples = [(f"item {i}", "zz") for i in range(12)]
+    val = [(f"item {i}", "yy") for i in range(12, 18)]
+    cfg = ExpertConfig(steps=10, max_epochs=None, batch_size=4, lr=1e-2, warmup=2, every=5, keep_last=3, logger="none", progress=False)
+    out = train_expert(res, examples, cfg, val_examples=val)
+    assert sorted(out.val_losses) == [5, 10] and all(v > 0 for v in out.val_losses.values())
+
+
 def test_expert_config_rejects_bad_values():
     with pytest.raises(HypergenError, match="steps must be >= 1"):
         ExpertConfig(steps=0)
@@ -152,6 +167,7 @@ def test_multitask_is_stored_beside_the_experts(tiny_path, tmp_path):
     cfg = tiny_cfg(tiny_path, tmp_path / "zoo")
     rec = build_multitask(cfg, steps=4, per_task=10)
     assert rec.n_train == 40 and rec.config["tasks"] == ["antonyms", "review_sentiment", "reverse_words", "uppercase"]
+    assert rec.config["select"] == "last"  # no validation set: the record must not claim early stopping
     assert Zoo(tmp_path / "zoo").multitask().rank == 8
 
 

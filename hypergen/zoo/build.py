@@ -207,7 +207,8 @@ def build_multitask(cfg: BuildConfig, steps: int = 400, per_task: int = 100) -> 
         train = instances(suite.get(n), split, "train")[:per_task]  # balanced: big tasks must not drown small ones
         examples += [(i.input, i.targets[0]) for i in train]
     res = load_base(cfg.base, device=cfg.device)
-    ecfg = ExpertConfig(**{**asdict(cfg.expert), "steps": steps})
+    # no validation set here: the last step is the adapter, and the record says so
+    ecfg = ExpertConfig(**{**asdict(cfg.expert), "steps": steps, "select": "last"})
     out = train_expert(res, examples, ecfg, run_name="multitask", group="zoo")
     rec = ExpertRecord(
         name="multitask", family="multitask", descriptions=["All zoo tasks together."], categories=[], source=cfg.suite,

@@ -143,7 +143,9 @@ class _Trajectory(pl.Callback):
     def val_loss(self, net) -> float:
         """Mean answer-token cross-entropy over all validation tokens."""
         total, count = 0.0, 0
+        device = next(net.parameters()).device
         for b in self.val_batches:
+            b = {k: v.to(device) for k, v in b.items()}  # built on the CPU; the model may be on CUDA
             n = int(answer_positions(b["labels"]).sum())  # the tokens answer_loss averages over
             total += float(answer_loss(net, b)) * n
             count += n
