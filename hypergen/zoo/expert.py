@@ -143,9 +143,7 @@ class _Trajectory(pl.Callback):
     def val_loss(self, net) -> float:
         """Mean answer-token cross-entropy over all validation tokens."""
         total, count = 0.0, 0
-        device = next(net.parameters()).device
         for b in self.val_batches:
-            b = {k: v.to(device) for k, v in b.items()}  # built on the CPU; the model may be on CUDA
             n = int(answer_positions(b["labels"]).sum())  # the tokens answer_loss averages over
             total += float(answer_loss(net, b)) * n
             count += n
@@ -216,7 +214,8 @@ def train_expert(
     val_batches = []
     if cfg.select == "val_loss":
         val = [e for e in (encode_example(tok, x, y, max_tokens=cfg.max_tokens) for x, y in val_examples) if e is not None]
-        val_batches = [collate(val[i : i + 2 * cfg.batch_size], tok.pad_token_id) for i in range(0, len(val), 2 * cfg.batch_size)]
+        # collated on the CPU, moved once to the model's device (Lightning moves only the training batches)
+        val_batches = [{k: v.to(resident.device) for k, v in collate(val[i : i + 2 * cfg.batch_size], tok.pad_token_id).items()} for i in range(0, len(val), 2 * cfg.batch_size)]
     lit = LitExpert(resident.forward_model(), params, cfg)
     traj = _Trajectory(resident, cfg, val_batches)
     trainer = pl.Trainer(
