@@ -223,9 +223,12 @@ def generate(
     device: str = "auto",
     encoder_name: str = "minilm",
     max_new_tokens: int = 32,
+    prompt_description: bool = False,
 ):
     """Description in, adapter out (and active in the resident base). Returns a GenerationResult with
-    `.answers` when inputs are given. Encoder, generator and base stay resident between calls."""
+    `.answers` when inputs are given. Encoder, generator and base stay resident between calls.
+    prompt_description: answer the inputs with the description in the prompt as well as in the adapter
+    (on held-out tasks sg's ROUGE-L goes 0.173 -> 0.240: `sg+desc` in docs/results/heldout)."""
     import time
     import warnings
 
@@ -261,7 +264,7 @@ def generate(
     if out is not None:
         res.weights.meta = {"generator": res.generator, "description": description, **{k: v for k, v in res.summary().items() if k in ("neighbors", "max_similarity", "in_range", "uncertainty")}}
         res.weights.save(out)
-    res.answers = model.answer(list(inputs), max_new_tokens=max_new_tokens) if inputs else []
+    res.answers = model.answer(list(inputs), description=description if prompt_description else None, max_new_tokens=max_new_tokens) if inputs else []
     return res
 
 

@@ -246,6 +246,7 @@ def generate(
     device: Annotated[str, typer.Option()] = "auto",
     encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=2048)] = 32,
+    prompt_description: Annotated[bool, typer.Option("--prompt-description", help="Answer --input with the description in the prompt too (held-out ROUGE-L of sg: 0.173 -> 0.240).")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Describe a task, get a LoRA adapter: written as a PEFT folder and used on --input right away."""
@@ -255,6 +256,7 @@ def generate(
     res = api.generate(
         description, generator, samples=samples, seed=seed, out=out, inputs=input, activate=activate, zoo_path=zoo,
         checkpoint=checkpoint, base=base, device=device, encoder_name=encoder, max_new_tokens=max_new_tokens,
+        prompt_description=prompt_description,
     )
     summary = res.summary()
     summary["out"] = out
@@ -339,7 +341,7 @@ def train(
 def eval_cmd(
     suite: Annotated[str, _SUITE] = "bigbench",
     split: Annotated[str, typer.Option(help="heldout | seen | all (all: every task of the suite counts as unseen).")] = "heldout",
-    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to compare (repeat); default all.")] = None,
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to compare (repeat); default all. GENERATOR+desc (e.g. sg+desc): its adapter with the description in the prompt too.")] = None,
     instances: Annotated[int, typer.Option(help="Test instances per task.")] = 50,
     seeds: Annotated[int, typer.Option()] = 3,
     controls: Annotated[bool, typer.Option(help="Score gibberish / other-task descriptions too.")] = True,

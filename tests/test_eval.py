@@ -49,6 +49,28 @@ def test_bad_eval_input(tiny_zoo, tiny_path, tmp_path, args, message):
     assert r.exit_code == 1 and message in r.stderr
 
 
+def test_desc_variant_puts_the_description_in_the_prompt_next_to_the_adapter(tiny_zoo, tiny_path, tmp_path, monkeypatch):
+    """`nearest+desc` scores nearest's adapter with the description in the prompt; `base_desc` the bare base with it."""
+    import hypergen.eval.scoring as scoring
+
+    seen = []
+    real = scoring.score_instances
+
+    def spy(res, test, description=None, **kw):
+        seen.append((res.active, description))
+        return real(res, test, description=description, **kw)
+
+    monkeypatch.setattr(scoring, "score_instances", spy)
+    r = run(tiny_zoo, tiny_path, tmp_path / "res", "--methods", "nearest", "--methods", "nearest+desc", "--methods", "base_desc", "--no-controls")
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.stdout)["methods"]) == ["base_desc", "nearest", "nearest+desc"]
+    rows = [json.loads(x)["method"] for x in (tmp_path / "res" / "results.jsonl").read_text().splitlines()]
+    (m1, d1), (m2, d2), (m3, d3) = [seen[rows.index(m)] for m in ("nearest", "nearest+desc", "base_desc")]
+    assert (m1, d1) == ("evaluated", None) and m2 == "evaluated" and d2 and m3 is None and d3 == d2
+    bad = run(tiny_zoo, tiny_path, tmp_path / "bad", "--methods", "base+desc")
+    assert bad.exit_code == 1 and "Unknown method" in bad.stderr
+
+
 def test_empty_suite_is_an_error(tiny_zoo, tiny_path, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -144,3 +166,9 @@ def test_bar_checks_the_best_family_against_the_targets():
     summary["bar"] = b
     text = report_markdown(summary, SimpleNamespace(suite="x", split="heldout", instances=3, seeds=1, out="o"))
     assert "| main minus nearest | -0.050 | >= 0.00 | no (short by 0.050) |" in text and "**nearest**" in text
+    assert not any("share of the oracle" in c["check"] for c in b["checks"])  # held-out tasks: measured as the gap closed
+    seen = {**summary, "split": "seen", "methods": {**summary["methods"], "oracle": m(0.5, 0.5)}}
+    share = [c for c in bar(seen)["checks"] if c["check"].startswith("share of the oracle")]
+    assert [(round(c["value"], 6), c["met"]) for c in share] == [(0.9, False)]  # sg 0.45 of the oracle's 0.5
+    blind = bar({**seen, "controls": {}})  # no controls scored: no method is shown to use its description
+    assert blind["default"] is None and "picks no default generator" in report_markdown({**seen, "bar": blind}, SimpleNamespace(suite="x", split="seen", instances=3, seeds=1, out="o"))

@@ -129,7 +129,7 @@ def test_registry_refuses_duplicates_and_unknown_names():
         get_family("nope")
 
 
-def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path):
+def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from hypergen import api
@@ -140,6 +140,12 @@ def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path):
     assert res.timings_ms["total"] >= res.timings_ms["generate"] and len(res.answers) == 1
     assert (tmp_path / "mix" / "adapter_model.safetensors").is_file()
     assert json.loads((tmp_path / "mix" / "hypergen.json").read_text())["generator"] == "mix"
+    model = api.resident(common["base"], "cpu")
+    asked, real_answer = [], model.answer
+    monkeypatch.setattr(model, "answer", lambda texts, **kw: asked.append((model.active, kw.get("description"))) or real_answer(texts, **kw))
+    api.generate(ANTONYM, "mix", inputs=["hot"], max_new_tokens=3, **common)
+    api.generate(ANTONYM, "mix", inputs=["hot"], max_new_tokens=3, prompt_description=True, **common)
+    assert asked == [("generated", None), ("generated", ANTONYM)]  # --prompt-description: adapter and description
     with pytest.raises(HypergenError, match="Empty description"):
         api.generate("   ", "mix", **common)
     long = api.generate("word " * 2000, "nearest", activate=False, **{k: v for k, v in common.items() if k != "base"})

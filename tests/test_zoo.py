@@ -104,6 +104,22 @@ def test_expert_config_rejects_bad_values():
         ExpertConfig(select="best")
 
 
+def test_a_log_file_gets_a_line_based_progress_bar(monkeypatch):
+    """Rich draws nothing into a log file until the run ends; there a tqdm bar shows the steps."""
+    import sys
+
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from hypergen.zoo.expert import progress_bars
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    (bar,) = progress_bars(True)
+    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 10
+    assert progress_bars(False) == []
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert progress_bars(True) == []  # a terminal keeps Lightning's default bar
+
+
 def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     cfg = tiny_cfg(tiny_path, tmp_path / "zoo")
     zoo = build_zoo(cfg)

@@ -25,7 +25,9 @@ def report_markdown(summary: dict, cfg) -> str:
         f"Machine: {summary.get('machine', '-')}; scoring time summed over runs: {summary.get('scoring_minutes', '-')} min "
         "(the ABMLL calibration samples and model loading come on top).",
         "",
-        f"Command: `hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds} --out {cfg.out}`",
+        f"Command: `hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
+        + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
+        + f" --out {cfg.out}`",
         "",
         "| method | tasks | ROUGE-L | ROUGE-L 95% CI | ROUGE-L - multitask [95% CI] | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) |",
         "|---|---:|---:|---|---|---:|---:|---:|---|---:|",
@@ -61,8 +63,9 @@ def report_markdown(summary: dict, cfg) -> str:
     if b:
         lines += ["", f"## The bar (issue 6), for the best generative family by the main metric: {b['best_family']}", "",
                   f"Best selectable method by the main metric: **{b['best_method']}**. Methods that use the description "
-                  f"(aligned minus gibberish >= 0.03 ROUGE-L): {', '.join(b.get('uses_description', [])) or 'none'}; the best of them, "
-                  f"the default generator: **{b.get('default', b['best_method'])}**.", "",
+                  + (f"(aligned minus gibberish >= 0.03 ROUGE-L): {', '.join(b.get('uses_description', [])) or 'none'}; the best of them, "
+                     f"the default generator: **{b['default']}**." if b.get("default") else
+                     "are not known from this run: it scored no controls, so it picks no default generator."), "",
                   "| check | value | target | met |", "|---|---:|---:|---|"]
         for c in b["checks"]:
             met = "-" if c["met"] is None else ("yes" if c["met"] else f"no (short by {c['target'] - c['value']:.3f})")

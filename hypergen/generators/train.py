@@ -106,7 +106,7 @@ class LitGenerator(pl.LightningModule):
 
 def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> dict:
     """Fit `generator` and save it to `out` (generator.json + generator.safetensors + train.json)."""
-    from hypergen.zoo.expert import make_logger
+    from hypergen.zoo.expert import make_logger, progress_bars
 
     if not generator.trainable:
         raise HypergenError(f"The {generator.family} generator has nothing to train; use it directly.")
@@ -145,7 +145,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         strategy=cfg.strategy,
         precision="32-true",
         logger=make_logger(_Cfg, run_name or generator.family, "generators"),
-        callbacks=[ckpt],
+        callbacks=[ckpt, *progress_bars(cfg.progress)],
         enable_model_summary=False,
         enable_progress_bar=cfg.progress,
         num_sanity_val_steps=0,

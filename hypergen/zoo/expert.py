@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -160,6 +161,16 @@ class _Trajectory(pl.Callback):
         return chosen, upto[-1][1], upto
 
 
+def progress_bars(enabled: bool) -> list:
+    """Lightning's default (rich) bar draws nothing until a run ends when stderr is a log file, not a
+    terminal; there a tqdm bar refreshed every 10 steps shows how far a long background job got."""
+    if not enabled or sys.stderr.isatty():
+        return []
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    return [TQDMProgressBar(refresh_rate=10)]
+
+
 def make_logger(cfg: ExpertConfig, run_name: str, group: str):
     """W&B offline by default; WANDB_MODE=disabled (tests) turns it off without importing wandb."""
     if cfg.logger == "none" or (cfg.logger == "wandb" and os.environ.get("WANDB_MODE") == "disabled"):
@@ -224,7 +235,7 @@ def train_expert(
         devices=1,
         precision="32-true",
         logger=make_logger(cfg, run_name, group),
-        callbacks=[traj],
+        callbacks=[traj, *progress_bars(cfg.progress)],
         enable_checkpointing=False,  # the zoo store keeps adapters; Lightning would save the whole base
         enable_model_summary=False,
         enable_progress_bar=cfg.progress,
