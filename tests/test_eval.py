@@ -37,6 +37,8 @@ def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
     # oracle on a seen-by-zoo task = the task's own expert: identical to nearest (its own description)
     by = {(json.loads(x)["task"], json.loads(x)["method"]): json.loads(x) for x in rows}
     assert all(1 <= json.loads(x)["max_new_tokens"] <= 16 for x in rows)
+    probs = [p for x in rows for ps in json.loads(x).get("option_probs", []) for p in ps]
+    assert probs and all(p == round(p, 6) for p in probs)  # kept short: the file is committed for the project's run
     assert by[("antonyms", "oracle")]["rougeL"] == by[("antonyms", "nearest")]["rougeL"]
     # resume: a rerun finds every row done and appends nothing
     r2 = run(tiny_zoo, tiny_path, tmp_path / "res", *methods)

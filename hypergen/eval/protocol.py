@@ -29,6 +29,7 @@ GENERATORS = ("multitask", "nearest", "mix", "lego", "icm", "sg", "abmll")
 ALL_METHODS = ("base", "base_desc", *GENERATORS, "oracle")
 GIBBERISH = "qxv blorp zint wembly frask dool"
 ANSWER_SLACK = 4  # tokens allowed past the task's longest reference answer
+PROB_DIGITS = 6  # option probabilities kept in results.jsonl (for calibration); ECE/Brier move < 1e-5
 CONTROLLED = ("nearest", "mix", "lego", "icm", "sg", "abmll")  # methods whose output depends on the description
 PROMPTED = "+desc"  # suffix: METHOD+desc = METHOD's adapter with the description in the prompt as well
 
@@ -235,7 +236,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
             s = score_instances(res, test, description=prompt_desc, max_new_tokens=budget[et.task.name], generate=True)
             row = {"task": et.task.name, "method": m, "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None, "max_new_tokens": budget[et.task.name], "seconds": round(time.perf_counter() - t, 2)}
             if s.accuracy is not None:
-                row["option_probs"] = s.option_probs
+                row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
                 row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
             done[(et.task.name, m, seed)] = row
             f.write(json.dumps(row) + "\n")
