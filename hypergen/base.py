@@ -8,6 +8,7 @@ no reload); otherwise a slot is added once. Adapters stay unmerged so a swap is 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class ResidentModel:
         self.peft = None  # a PeftModel, created with the first adapter
         self._slots: dict[str, _Slot] = {}
         self.active: str | None = None
+        # held by callers across activate + answer: the active adapter is shared state (hypergen.api does)
+        self.lock = threading.RLock()
         tokenizer.padding_side = "left"  # generation continues from the right edge
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -195,9 +198,11 @@ class ResidentModel:
         """The module to call: the peft wrapper when adapters exist (it routes adapter_names)."""
         return self.peft if self.peft is not None else self.model
 
-    def _context(self, adapter_names):
+    def _context(self, adapter_names, lora=None):
         import contextlib
 
+        if lora is not None:
+            return self._row_context(lora)
         if self.peft is not None and self.active is None and adapter_names is None:
             return self.peft.disable_adapter()
         return contextlib.nullcontext()
@@ -215,6 +220,38 @@ class ResidentModel:
             return {}  # every row asked for the base
         return {"adapter_names": names}
 
+    def _check_adapters(self, adapters, adapter_names, n: int) -> None:
+        """Refuse a per-row adapter list that does not fit: both kinds given, a wrong count, a wrong base."""
+        if adapters is None:
+            return
+        if adapter_names is not None:
+            raise HypergenError("Pass adapters (LoraWeights per input) or adapter_names (loaded slots per input), not both.")
+        if len(adapters) != n:
+            raise HypergenError(f"adapters has {len(adapters)} entries for {n} inputs; give one per input (None = base).")
+        for w in {id(w): w for w in adapters if w is not None}.values():
+            if not isinstance(w, LoraWeights):
+                raise HypergenError(f"adapters holds a {type(w).__name__}; give LoraWeights or None per input (names of loaded slots go in adapter_names).")
+            w.validate_for(self.model, self.name)
+
+    def _stack(self, adapters: Sequence[LoraWeights | None]):
+        from hypergen import rowlora
+
+        return rowlora.stack(list(adapters), device=self.device, dtype=next(self.model.parameters()).dtype)
+
+    def _row_context(self, lora):
+        """Per-row adapters through hooks on the base Linears, with every peft slot off for the call: the
+        active slot is neither applied nor changed (peft's disable_adapter restores it on exit)."""
+        import contextlib
+
+        from hypergen import rowlora
+
+        stack = contextlib.ExitStack()
+        with stack:
+            if self.peft is not None:
+                stack.enter_context(self.peft.disable_adapter())
+            stack.enter_context(rowlora.apply(self.model, lora))
+            return stack.pop_all()
+
     def prompts(self, texts: Sequence[str], description: str | None = None) -> list[str]:
         if isinstance(texts, str):
             texts = [texts]
@@ -231,16 +268,20 @@ class ResidentModel:
         max_new_tokens: int = 32,
         adapter_names: Sequence[str | None] | None = None,
         batch_size: int = 16,
+        adapters: Sequence[LoraWeights | None] | None = None,
     ) -> list[str]:
-        """Greedy answers through the chat template; adapter_names picks an adapter per row."""
+        """Greedy answers through the chat template. Per row: adapter_names picks a loaded slot, or
+        adapters gives LoraWeights applied in one batched pass (no slot swap; the active slot is ignored)."""
         prompts = self.prompts(texts, description)
+        self._check_adapters(adapters, adapter_names, len(prompts))
         rows = adapter_names if adapter_names is not None else None
         out: list[str] = []
         for i in range(0, len(prompts), batch_size):
             chunk = prompts[i : i + batch_size]
             extra = self._rows(rows[i : i + batch_size] if rows is not None else None, len(chunk))
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            with self._context(rows):
+            lora = self._stack(adapters[i : i + batch_size]) if adapters is not None else None
+            with self._context(rows, lora):
                 gen = self.forward_model().generate(
                     **enc,
                     **extra,
@@ -262,9 +303,12 @@ class ResidentModel:
         description: str | None = None,
         adapter_names: Sequence[str | None] | None = None,
         batch_size: int = 16,
+        adapters: Sequence[LoraWeights | None] | None = None,
     ) -> list[list[float]]:
-        """Log-likelihood of each candidate answer (plus the end-of-turn token) after each prompt."""
+        """Log-likelihood of each candidate answer (plus the end-of-turn token) after each prompt.
+        adapter_names (loaded slots) or adapters (LoraWeights, one batched pass) pick an adapter per row."""
         prompts = self.prompts(texts, description)
+        self._check_adapters(adapters, adapter_names, len(prompts))
         if len(candidates) != len(prompts):
             raise HypergenError(f"score needs one candidate list per input; got {len(candidates)} for {len(prompts)} inputs.")
         eos = self.tokenizer.eos_token_id
@@ -275,10 +319,11 @@ class ResidentModel:
         out: list[list[float]] = []
         for i in range(0, len(items), batch_size):
             rows = list(adapter_names[i : i + batch_size]) if adapter_names is not None else None
-            out += self._loglik_batch(items[i : i + batch_size], rows)
+            lora = self._stack(adapters[i : i + batch_size]) if adapters is not None else None
+            out += self._loglik_batch(items[i : i + batch_size], rows, lora)
         return out
 
-    def _loglik_batch(self, items: list[tuple[list[int], list[list[int]]]], rows) -> list[list[float]]:
+    def _loglik_batch(self, items: list[tuple[list[int], list[list[int]]]], rows, lora=None) -> list[list[float]]:
         """Candidate log-likelihoods for a batch of prompts. Each prompt runs once (left-padded, last
         position only through lm_head) and its KV cache is shared by its candidates (right-padded after
         it): options are a few tokens after a long prompt, so this is ~n_options times cheaper than
@@ -301,7 +346,8 @@ class ResidentModel:
                 c_ids[b, k, : len(c)] = torch.tensor(c)
                 c_len[b, k] = len(c)
         model = self.forward_model()
-        with self._context(rows):
+        # a RowLora's row b also serves the n candidate rows b*n .. b*n+n-1 that share its repeated cache
+        with self._context(rows, lora):
             pos = (p_mask.cumsum(1) - 1).clamp_min(0)
             pre = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1, **self._rows(rows, B))
             first = torch.log_softmax(pre.logits[:, -1].float(), -1).cpu()  # (B, V): next token after each prompt
