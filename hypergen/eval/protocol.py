@@ -6,13 +6,21 @@ seeds (the seed draws the instance subset when --instances is below the test siz
 sampling generators). Every method is deterministic at one sample, so when a task has no more test
 instances than --instances all seeds score the same instances with the same adapter: that run is made
 once and recorded for each seed (`repeat_of_seed`). Rows are appended to results.jsonl as they finish, so an interrupted run
-resumes where it stopped. Then: macro means with bootstrap CIs, paired-bootstrap CIs of each method's
+resumes where it stopped. Each row carries its key: everything that changes it (the scored instances'
+content, so the suite as read, the split and the --instances draw; the descriptions; the seed; the base;
+the answer budget; the content of the zoo, generator checkpoint or oracle expert behind its adapter). A
+rerun scores the rows whose key it has not seen and summarises only the rows of its own keys, so rows
+made with other settings are never reused. Rows also keep the greedy answers (or the chosen option).
+Then: means over tasks and over families (each BIG-bench top-level task counts once), multiple choice
+and generation apart, with bootstrap CIs; the content metric (NLL of the reference answer); paired-bootstrap CIs of each method's
 difference to the multi-task LoRA, the share of the base-to-oracle gap closed, the aligned-minus-control
 gap (gibberish / another task's description), and calibration on held-out multiple-choice tasks.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import random
 import time
@@ -32,6 +40,9 @@ ANSWER_SLACK = 4  # tokens allowed past the task's longest reference answer
 PROB_DIGITS = 6  # option probabilities kept in results.jsonl (for calibration); ECE/Brier move < 1e-5
 CONTROLLED = ("nearest", "mix", "lego", "icm", "sg", "abmll")  # methods whose output depends on the description
 PROMPTED = "+desc"  # suffix: METHOD+desc = METHOD's adapter with the description in the prompt as well
+KEY_VERSION = 2  # of the row key; results.jsonl rows of version 1 (scores only) carry none
+ANSWER_CHARS = 200  # each answer kept in results.jsonl is cut to this many characters
+EXAMPLES = 3  # example answers per family in the report
 
 
 def parse_method(key: str) -> tuple[str, bool]:
@@ -62,6 +73,8 @@ class EvalConfig:
     max_new_tokens: greedy answers stop at the task's longest reference answer + ANSWER_SLACK tokens,
     at most this many (a reference of one word needs no 16-token answer; this cut the eval's decoding
     ~2x on the CPU and treats every method alike; the base, which rambles, gains most).
+    long_budget: also answer with up to this many new tokens whatever the reference's length (seed 0,
+    no controls; a separate ROUGE-L column), to see what the short budget cuts off. None: skip.
     """
 
     suite: str = "bigbench"
@@ -79,6 +92,7 @@ class EvalConfig:
     device: str = "auto"
     encoder: str = "minilm"
     max_new_tokens: int = 16
+    long_budget: int | None = None
     calibration_samples: int = 4
     bootstrap: int = 2000
 
@@ -91,6 +105,8 @@ class EvalConfig:
             raise HypergenError(f"--split must be heldout, seen or all; got {self.split!r}.")
         if self.instances < 1 or self.seeds < 1:
             raise HypergenError("--instances and --seeds must be >= 1.")
+        if self.long_budget is not None and self.long_budget < 1:
+            raise HypergenError(f"--long-budget must be >= 1 new tokens (e.g. 32); got {self.long_budget}.")
 
 
 @dataclass
@@ -170,6 +186,96 @@ def _adapter(method: str, description: str, seed: int, et: EvalTask, cfg: EvalCo
     return res.weights
 
 
+# ---- row keys ----------------------------------------------------------------------------------
+def digest(obj) -> str:
+    """A short content hash of a JSON-able value."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def files_hash(path: str | Path) -> str:
+    """Content hash of a file or of every file under a folder (dotfiles such as the zoo's .lock aside):
+    what a zoo, a generator checkpoint or an expert holds, wherever it was copied. Hashed once per
+    process while no file's size or mtime changes (the shipped zoo and generators take ~0.1 s)."""
+    root = Path(path)
+    if not root.exists():
+        return "missing"
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    stamp = tuple((f.relative_to(root).as_posix() if f != root else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _content_hash(str(root), stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(root: str, stamp: tuple) -> str:
+    h = hashlib.sha256()
+    base = Path(root)
+    for rel, _, _ in stamp:
+        h.update(rel.encode() + b"\0")
+        h.update((base if base.is_file() else base / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RowKeys:
+    """Builds each row's key: a dict of everything that changes the row (see the module doc)."""
+
+    cfg: EvalConfig
+    base: str  # the resident base model's name
+    oracles: dict  # task -> the Zoo holding its oracle expert
+    _sources: dict = field(default_factory=dict)  # (method, task) -> sources, hashed once a run
+
+    def sources(self, method: str, task: str) -> dict:
+        """What the method's adapter is made from, by content."""
+        from hypergen import api
+        from hypergen.generators import get_family
+
+        at = (method, task if method == "oracle" else None)
+        if at not in self._sources:
+            if method == "base":
+                src = {}
+            elif method == "oracle":
+                src = {"oracle": files_hash(self.oracles[task].folder(task))}
+            else:
+                src = {"zoo": files_hash(api.zoo(self.cfg.zoo).root), "encoder": self.cfg.encoder}
+                if get_family(method).trainable:
+                    src["generator"] = files_hash(api.generators_dir() / method)
+            self._sources[at] = src
+        return self._sources[at]
+
+    def row(self, et: EvalTask, m: str, seed: int, desc: str, test: list, budget: int, long: bool = False) -> dict:
+        method, prompted = parse_method(m)
+        return {
+            "version": KEY_VERSION, "task": et.task.name, "method": m, "seed": seed, "long": long,
+            "data": digest([[i.input, i.targets, i.options] for i in test]),  # the suite as read, the split, the draw
+            "n": len(test),
+            # what the generator is given (the base and the oracle take none), and what the prompt holds
+            "descriptions": digest([desc if method not in ("base", "oracle") else None, et.description if prompted else None]),
+            "base": self.base, "max_new_tokens": budget, **self.sources(method, et.task.name),
+        }
+
+
+@dataclass
+class Job:
+    et: EvalTask
+    method: str  # a method key: "sg", "sg+desc", "sg@gibberish"
+    seed: int
+    description: str  # what the generator is given
+    long: bool = False  # a long-budget row (answers only)
+
+
+def _read_rows(rows_path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()] if rows_path.is_file() else []
+    if any("key" not in r for r in rows):
+        raise HypergenError(
+            f"{rows_path} was written by an older hypergen: its rows do not record the settings that made them, "
+            f"so they cannot be resumed safely. Evaluate into another --out, or delete {rows_path.parent} to start fresh."
+        )
+    return rows
+
+
+def _changed(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def run(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run (or resume) the evaluation; returns the summary and writes results + report into cfg.out."""
     from tqdm.auto import tqdm
@@ -180,14 +286,10 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
 
     tasks = plan(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "results.jsonl"
-    done: dict[tuple, dict] = {}
-    if rows_path.is_file():
-        for line in rows_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["task"], r["method"], r["seed"])] = r
+    old_rows = _read_rows(rows_path)  # before the model loads: an old folder fails fast
+    out.mkdir(parents=True, exist_ok=True)
+    done = {digest(r["key"]): r for r in old_rows}
     # oracle experts: the zoo's own for seen tasks; the separate oracle zoo for held-out ones
     oracles = {}
     if any(parse_method(m)[0] == "oracle" for m in cfg.methods):
@@ -199,67 +301,117 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
                 if z.has(et.task.name):
                     oracles[et.task.name] = z
     res = api.resident(cfg.base, cfg.device)
+    keys = RowKeys(cfg, res.name, oracles)
     jobs = []
     for et in tasks:
         for seed in range(cfg.seeds):
             for m in cfg.methods:
                 if parse_method(m)[0] == "oracle" and et.task.name not in oracles:
                     continue
-                jobs.append((et, m, seed, et.description))
+                jobs.append(Job(et, m, seed, et.description))
+                if cfg.long_budget and seed == 0:
+                    jobs.append(Job(et, m, 0, et.description, long=True))
             if cfg.controls and seed == 0:
                 for m in cfg.methods:
                     if m in CONTROLLED:
-                        jobs.append((et, f"{m}@gibberish", 0, GIBBERISH))
-                        jobs.append((et, f"{m}@other", 0, et.other_description))
-    todo = [j for j in jobs if (j[0].task.name, j[1], j[2]) not in done]
+                        jobs.append(Job(et, f"{m}@gibberish", 0, GIBBERISH))
+                        jobs.append(Job(et, f"{m}@other", 0, et.other_description))
     budget = {et.task.name: answer_budget(res.tokenizer, et.test, cfg.max_new_tokens) for et in tasks}
+
+    def key_of(j: Job, seed: int | None = None) -> dict:
+        s = j.seed if seed is None else seed
+        return keys.row(j.et, j.method, s, j.description, _subset(j.et.test, cfg.instances, s), cfg.long_budget if j.long else budget[j.et.task.name], j.long)
+
+    wanted = [(j, key_of(j)) for j in jobs]
+    todo = [(j, k) for j, k in wanted if digest(k) not in done]
     bar = tqdm(todo, desc="eval", unit="run", disable=not progress)
     with open(rows_path, "a") as f:
-        for et, m, seed, desc in bar:
+        for j, key in bar:
+            et, m, seed = j.et, j.method, j.seed
             bar.set_postfix_str(f"{et.task.name[:30]} {m}")
             method, prompted = parse_method(m)
             test = _subset(et.test, cfg.instances, seed)
-            first = done.get((et.task.name, m, 0))
-            if seed > 0 and first is not None and cfg.instances >= len(et.test):
-                row = {**first, "seed": seed, "seconds": 0.0, "repeat_of_seed": 0}
-                done[(et.task.name, m, seed)] = row
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                continue
-            t = time.perf_counter()
-            w = _adapter(method, desc, seed, et, cfg, oracles)
-            if w is None:
-                res.deactivate()
+            first = done.get(digest(key_of(j, 0))) if seed > 0 else None
+            if first is not None and cfg.instances >= len(et.test):
+                row = {**first, "seed": seed, "seconds": 0.0, "repeat_of_seed": 0, "key": key}
             else:
-                res.activate(w, name="evaluated")
-            prompt_desc = et.description if prompted else None
-            s = score_instances(res, test, description=prompt_desc, max_new_tokens=budget[et.task.name], generate=True)
-            row = {"task": et.task.name, "method": m, "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None, "max_new_tokens": budget[et.task.name], "seconds": round(time.perf_counter() - t, 2)}
-            if s.accuracy is not None:
-                row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
-                row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
-            done[(et.task.name, m, seed)] = row
+                t = time.perf_counter()
+                w = _adapter(method, j.description, seed, et, cfg, oracles)
+                if w is None:
+                    res.deactivate()
+                else:
+                    res.activate(w, name="evaluated")
+                prompt_desc = et.description if prompted else None
+                if j.long:
+                    s = score_instances(res, test, description=prompt_desc, max_new_tokens=cfg.long_budget, generate=True, options=False)
+                    row = {"task": et.task.name, "method": m, "seed": seed, "long": True, "rougeL": s.rougeL, "exact_match": s.exact_match, "n": s.n}
+                else:
+                    s = score_instances(res, test, description=prompt_desc, max_new_tokens=budget[et.task.name], generate=True, nll=True)
+                    row = {"task": et.task.name, "method": m, "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None}
+                row |= {"max_new_tokens": key["max_new_tokens"], "seconds": round(time.perf_counter() - t, 2)}
+                if s.option_probs is not None:
+                    row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
+                    row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
+                    row["chosen"] = [i.options[max(range(len(p)), key=p.__getitem__)][:ANSWER_CHARS] for p, i in zip(s.option_probs, test)]
+                else:
+                    row["answers"] = [a[:ANSWER_CHARS] for a in s.answers]
+                row["key"] = key
+            done[digest(key)] = row
             f.write(json.dumps(row) + "\n")
             f.flush()
     res.deactivate()
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
-    names = {et.task.name for et in tasks}
-    rows = [r for r in rows if r["task"] in names]
-    calib = calibration(cfg, tasks, rows, out) if "abmll" in cfg.methods and cfg.split != "seen" else {}
+    rows = [done[digest(k)] for _, k in wanted]
+    # rows of the same task, method and seed made with other settings: ignored, and said so
+    current = {(k["task"], k["method"], k["seed"], k["long"]): k for _, k in wanted}
+    stale = [r for r in old_rows if (c := current.get((r["task"], r["method"], r["seed"], r.get("long", False)))) is not None and digest(r["key"]) != digest(c)]
+    calib = calibration(cfg, tasks, rows, out, keys) if "abmll" in cfg.methods and cfg.split != "seen" else {}
     summary = summarize(rows, cfg, calib)
+    summary["stale"] = {"rows": len(stale), "changed": sorted({k for r in stale for k in _changed(r["key"], current[(r["task"], r["method"], r["seed"], r.get("long", False))])})}
     summary["scoring_minutes"] = round(sum(r["seconds"] for r in rows) / 60, 1)  # repeats count 0
     summary["machine"] = machine()
-    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "rows": [{k: v for k, v in r.items() if k not in ("option_probs", "labels")} for r in rows]}, indent=2))
+    default = (summary.get("bar") or {}).get("default") or api.DEFAULT_GENERATOR
+    shown = [m for m in ("base", "base_desc", default, "oracle") if m in cfg.methods]
+    ex = examples(tasks, rows, shown, cfg.instances)
+    light = ("option_probs", "labels", "answers", "chosen", "key")
+    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "examples": ex, "rows": [{k: v for k, v in r.items() if k not in light} for r in rows]}, indent=2))
     from hypergen.eval.report import write_report
 
-    write_report(summary, cfg, out)
+    write_report(summary, cfg, out, ex)
     return summary
 
 
-def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: Path | None = None) -> dict:
+def family(task: str) -> str:
+    """A task's family: its BIG-bench top-level task (hypergen.tasks.Task.family); in a suite without
+    families, the task itself."""
+    return task.split("/", 1)[0]
+
+
+def examples(tasks: list[EvalTask], rows: list[dict], methods: list[str], instances: int, k: int = EXAMPLES) -> list[dict]:
+    """Up to k seed-0 instances per family (taken in turn from its tasks), each with the given methods'
+    answers: the greedy answer, or the chosen option on multiple-choice tasks."""
+    by = {(r["task"], r["method"]): r for r in rows if r["seed"] == 0 and not r.get("long")}
+    families: dict[str, list[EvalTask]] = {}
+    for et in tasks:
+        families.setdefault(family(et.task.name), []).append(et)
+    out = []
+    for fam, ets in families.items():
+        tests = [_subset(et.test, instances, 0) for et in ets]
+        picks = [(et, t[i], i) for i in range(max(len(t) for t in tests)) for et, t in zip(ets, tests) if i < len(t)][:k]
+        for et, inst, i in picks:
+            said = {}
+            for m in methods:
+                r = by.get((et.task.name, m))
+                if r is not None:
+                    said[m] = (r["chosen"] if "chosen" in r else r["answers"])[i]
+            out.append({"family": fam, "task": et.task.name, "input": inst.input[:ANSWER_CHARS * 2], "reference": inst.targets[0][:ANSWER_CHARS], "answers": said})
+    return out
+
+
+def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: Path | None = None, keys: RowKeys | None = None) -> dict:
     """ECE / Brier on multiple-choice tasks: ABMLL's Bayesian model average of sampled adapters against
     each deterministic generator's single adapter (seed 0 rows). The BMA's per-task probabilities are
-    kept in out/calibration.jsonl, so a resumed run does not sample and score them again."""
+    kept in out/calibration.jsonl with their key (instances, descriptions, base, zoo, ABMLL checkpoint),
+    so a resumed run does not sample and score them again, and a changed setting does."""
     from hypergen import api
     from hypergen.eval.calibration import accuracy, bayesian_calibration, brier, ece, predictive_entropy
 
@@ -281,12 +433,14 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
     if cache_path is not None and cache_path.is_file():
         for line in cache_path.read_text().splitlines():
             c = json.loads(line)
-            cached[(c["task"], c["samples"], c["instances"])] = c
+            if "key" in c:  # entries of an older hypergen carry none: sampled again
+                cached[digest(c["key"])] = c
     p, y, mi = [], [], []
     gen = enc = res = None
     for et in mc:
         test = _subset(et.test, cfg.instances, 0)
-        c = cached.get((et.task.name, cfg.calibration_samples, len(test)))
+        ckey = {"samples": cfg.calibration_samples, **keys.row(et, "abmll", 0, et.description, test, 0)} if keys is not None else None
+        c = cached.get(digest(ckey)) if ckey is not None else None
         if c is None:
             if gen is None:
                 try:
@@ -295,8 +449,8 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
                     return {**result, key: {"skipped": str(e)}}
                 res, enc = api.resident(cfg.base, cfg.device), api.encoder(cfg.encoder)
             rep = bayesian_calibration(res, gen, enc.encode([et.description])[0], test, samples=cfg.calibration_samples, seed=0)
-            c = {"task": et.task.name, "samples": cfg.calibration_samples, "instances": len(test), "probs": rep.probs, "labels": rep.labels, "mutual_information": rep.mutual_information}
-            if cache_path is not None:
+            c = {"task": et.task.name, "samples": cfg.calibration_samples, "instances": len(test), "probs": rep.probs, "labels": rep.labels, "mutual_information": rep.mutual_information, "key": ckey}
+            if cache_path is not None and ckey is not None:
                 with open(cache_path, "a") as f:
                     f.write(json.dumps(c) + "\n")
         p += c["probs"]
@@ -314,12 +468,37 @@ def _bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float
     return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
 
 
+METRICS = ("rougeL", "exact_match", "accuracy", "main", "nll")
+# the headline means: (name, metric, tasks) -- multiple choice and generation apart, since accuracy
+# and ROUGE-L are not on one scale, and the content metric on every task
+HEADLINE = (("main", "main", "all"), ("mc_accuracy", "accuracy", "mc"), ("gen_rougeL", "rougeL", "gen"), ("nll", "nll", "all"))
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def family_means(task_values: dict[str, float]) -> dict[str, float]:
+    """family -> the mean over its tasks: 11 subtasks of one family must not outweigh 16 other families."""
+    by: dict[str, list[float]] = {}
+    for t, v in task_values.items():
+        by.setdefault(family(t), []).append(v)
+    return {f: _mean(v) for f, v in by.items()}
+
+
 def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> dict:
-    """Per-method macro means over tasks (each task's mean over seeds) with CIs, differences to the
-    multi-task LoRA (paired bootstrap over tasks), oracle-gap closed and control gaps."""
+    """Per-method means over tasks (each task's mean over seeds) with CIs over tasks, and over families
+    (each family's mean over its tasks) with CIs over families, multiple choice and generation apart;
+    differences to the multi-task LoRA (paired bootstrap over tasks), oracle-gap closed, control gaps,
+    and the long-budget ROUGE-L when it was scored."""
+    long = [r for r in rows if r.get("long")]
+    rows = [r for r in rows if not r.get("long")]
+    parts = {"all": {r["task"] for r in rows}, "mc": {r["task"] for r in rows if r.get("multiple_choice")}}
+    parts["gen"] = parts["all"] - parts["mc"]
     per: dict[str, dict[str, dict[str, list[float]]]] = {}  # method -> task -> metric -> values over seeds
     for r in rows:
-        for metric in ("rougeL", "exact_match", "accuracy", "main"):
+        for metric in METRICS:
             if r.get(metric) is not None:
                 per.setdefault(r["method"], {}).setdefault(r["task"], {}).setdefault(metric, []).append(r[metric])
 
@@ -333,14 +512,30 @@ def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> d
 
     for m in sorted(per, key=order):
         entry = {"tasks": len(per[m])}
-        for metric in ("rougeL", "exact_match", "accuracy", "main"):
+        for metric in METRICS:
             tm = task_means(m, metric)
             if tm:
                 vals = list(tm.values())
                 entry[metric] = sum(vals) / len(vals)
                 if metric in ("rougeL", "main"):
                     entry["ci95" if metric == "rougeL" else "main_ci95"] = list(_bootstrap(vals, cfg.bootstrap))
+        for name, metric, part in HEADLINE:
+            tm = {t: v for t, v in task_means(m, metric).items() if t in parts[part]}
+            if tm:
+                entry[name] = _mean(tm.values())  # task-weighted
+                fm = list(family_means(tm).values())
+                entry[f"{name}_family"] = _mean(fm)
+                entry[f"{name}_family_ci95"] = list(_bootstrap(fm, cfg.bootstrap))
         methods[m] = entry
+    short = {(r["task"], r["method"]): r["rougeL"] for r in rows if r["seed"] == 0 and r.get("rougeL") is not None}
+    for m, entry in methods.items():
+        tm = {r["task"]: r["rougeL"] for r in long if r["method"] == m}
+        if tm:
+            entry["rougeL_long"] = _mean(tm.values())
+            entry["rougeL_long_family"] = _mean(family_means(tm).values())
+            common = [t for t in tm if (t, m) in short]
+            if common:  # paired with the short budget's seed-0 answers to the same instances
+                entry["rougeL_long_minus_short"] = _mean(tm[t] - short[(t, m)] for t in common)
     ref = "multitask"
     for m, entry in methods.items():
         for metric in ("rougeL", "main"):
@@ -359,6 +554,11 @@ def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> d
                     gap = sum(o[t] - b[t] for t in common)
                     if abs(gap) > 1e-9:
                         entry[f"{metric}_oracle_gap_closed"] = sum(x[t] - b[t] for t in common) / gap
+                    if metric == "main":  # the same share with each family counting once
+                        fo = family_means({t: o[t] - b[t] for t in common})
+                        fx = family_means({t: x[t] - b[t] for t in common})
+                        if abs(sum(fo.values())) > 1e-9:
+                            entry["main_family_oracle_gap_closed"] = sum(fx.values()) / sum(fo.values())
     controls = {}
     for m in methods:
         if "@" in m:
@@ -373,7 +573,10 @@ def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> d
                 common = sorted(set(a) & set(b))
                 if common:
                     controls[m][f"rougeL_aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
-    summary = {"split": cfg.split, "suite": cfg.suite, "tasks": len({r["task"] for r in rows}), "seeds": cfg.seeds, "instances": cfg.instances, "methods": methods, "controls": controls, "calibration": calib or {}}
+    count = {f"{part}_{what}": len(names if what == "tasks" else {family(t) for t in names}) for part, names in parts.items() for what in ("tasks", "families")}
+    summary = {"split": cfg.split, "suite": cfg.suite, "tasks": count.pop("all_tasks"), "families": count.pop("all_families"), **count,
+               "seeds": cfg.seeds, "instances": cfg.instances, "rows": len(rows) + len(long), "long_budget": getattr(cfg, "long_budget", None),
+               "methods": methods, "controls": controls, "calibration": calib or {}}
     summary["bar"] = bar(summary)
     return summary
 

@@ -13,7 +13,87 @@ def _ci(c) -> str:
     return "-" if not c else f"[{c[0]:+.3f}, {c[1]:+.3f}]"
 
 
-def report_markdown(summary: dict, cfg) -> str:
+def _ci_plain(c) -> str:
+    return "" if not c else f" [{c[0]:.3f}, {c[1]:.3f}]"
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: one line, no column breaks."""
+    return " ".join(str(text).split()).replace("|", "\\|") or "(empty)"
+
+
+def command(cfg) -> str:
+    """The command that reproduces the run (the options that differ from their defaults)."""
+    from hypergen.eval.protocol import ALL_METHODS
+
+    methods = tuple(getattr(cfg, "methods", ALL_METHODS))
+    return (f"hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
+            + ("".join(f" --methods {m}" for m in methods) if methods != ALL_METHODS else "")
+            + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
+            + (f" --long-budget {cfg.long_budget}" if getattr(cfg, "long_budget", None) else "") + f" --out {cfg.out}")
+
+
+def headline(summary: dict) -> list[str]:
+    """Family- and task-weighted means, multiple choice and generation apart, and the content metric."""
+    s = summary
+    lines = [
+        "## Headline: each family counts once",
+        "",
+        f"{s['tasks']} tasks in {s['families']} families: {s['mc_tasks']} multiple-choice tasks in {s['mc_families']} families, "
+        f"{s['gen_tasks']} generation tasks in {s['gen_families']} families (a family is a BIG-bench top-level task, the name "
+        "before \"/\"; in a suite without families, the task itself). **family** = the mean over families of each family's "
+        "mean over its tasks, with a 95% bootstrap CI over families; **tasks** = the mean over tasks. MC = accuracy by option "
+        "log-likelihood on the multiple-choice tasks; generation = ROUGE-L of the greedy answer on the others. "
+        "**NLL** = the teacher-forced negative log-likelihood per token of the reference answer (its first target, and the "
+        "end-of-turn token) after the prompt, with the method's adapter and prompt, in nats: **lower is better**; no answer "
+        "format hides it.",
+        "",
+        "| method | main: family [95% CI] | main: tasks | MC accuracy: family [95% CI] | MC: tasks | generation ROUGE-L: family [95% CI] | generation: tasks | NLL: family [95% CI] (lower is better) | NLL: tasks | oracle gap closed (main): family | tasks |",
+        "|---|---|---:|---|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for m, e in s["methods"].items():
+        if "@" in m:
+            continue
+        cells = []
+        for name in ("main", "mc_accuracy", "gen_rougeL", "nll"):
+            cells += [_fmt(e.get(f"{name}_family")) + _ci_plain(e.get(f"{name}_family_ci95")), _fmt(e.get(name))]
+        cells += [_fmt(e.get("main_family_oracle_gap_closed"), 2), _fmt(e.get("main_oracle_gap_closed"), 2)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def long_budget(summary: dict) -> list[str]:
+    ms = {m: e for m, e in summary["methods"].items() if "rougeL_long" in e}
+    if not ms:
+        return []
+    n = summary.get("long_budget")
+    lines = ["", f"## ROUGE-L at a {n}-token budget (seed 0)", "",
+             f"The same instances answered with up to {n} new tokens, whatever the reference's length, against the "
+             "default budget (the task's longest reference + 4 tokens): what the short budget cuts off. The difference is paired by task, on seed 0.", "",
+             f"| method | ROUGE-L @{n}: tasks | ROUGE-L @{n}: family | @{n} minus the short budget (tasks) |", "|---|---:|---:|---:|"]
+    for m, e in ms.items():
+        d = e.get("rougeL_long_minus_short")
+        lines.append(f"| {m} | {_fmt(e['rougeL_long'])} | {_fmt(e.get('rougeL_long_family'))} | {'-' if d is None else f'{d:+.3f}'} |")
+    return lines
+
+
+def example_answers(examples: list[dict] | None) -> list[str]:
+    if not examples:
+        return []
+    methods = list(dict.fromkeys(m for x in examples for m in x["answers"]))
+    lines = ["", "## Example answers (seed 0)", "",
+             "The first instances of each family (in turn from its tasks): the greedy answer, or on multiple-choice tasks the "
+             "option of highest log-likelihood. Every answer is in results.jsonl (`answers` / `chosen`)."]
+    family = None
+    for x in examples:
+        if x["family"] != family:
+            family = x["family"]
+            lines += ["", f"### {family}", "", "| task | input | reference | " + " | ".join(methods) + " |", "|---" * (3 + len(methods)) + "|"]
+        lines.append(f"| {_cell(x['task'])} | {_cell(x['input'])} | {_cell(x['reference'])} | " + " | ".join(_cell(x["answers"].get(m, "-")) for m in methods) + " |")
+    return lines
+
+
+def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> str:
     lines = [
         f"# Evaluation: {summary['split']} tasks of {summary['suite']}",
         "",
@@ -25,12 +105,20 @@ def report_markdown(summary: dict, cfg) -> str:
         f"Machine: {summary.get('machine', '-')}; scoring time summed over runs: {summary.get('scoring_minutes', '-')} min "
         "(the ABMLL calibration samples and model loading come on top).",
         "",
-        f"Command: `hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
-        + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
-        + f" --out {cfg.out}`",
+        f"Command: `{command(cfg)}`",
+    ]
+    stale = summary.get("stale") or {}
+    if stale.get("rows"):
+        lines += ["", f"results.jsonl also holds {stale['rows']} rows of these tasks, methods and seeds made with other settings "
+                  f"(changed: {', '.join(stale['changed'])}); they are not used here."]
+    if "families" in summary:
+        lines += [""] + headline(summary)
+    lines += [
         "",
-        "| method | tasks | ROUGE-L | ROUGE-L 95% CI | ROUGE-L - multitask [95% CI] | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) |",
-        "|---|---:|---:|---|---|---:|---:|---:|---|---:|",
+        "## Every metric, over tasks",
+        "",
+        "| method | tasks | ROUGE-L | ROUGE-L 95% CI | ROUGE-L - multitask [95% CI] | EM | accuracy (MC) | main | main - multitask [95% CI] | oracle gap closed (main) | NLL (lower is better) |",
+        "|---|---:|---:|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for m, e in summary["methods"].items():
         if "@" in m:
@@ -39,8 +127,9 @@ def report_markdown(summary: dict, cfg) -> str:
         rdiff = f"{e['rougeL_vs_multitask']:+.3f} {_ci(e.get('rougeL_vs_multitask_ci95'))}" if "rougeL_vs_multitask" in e else "-"
         lines.append(
             f"| {m} | {e['tasks']} | {_fmt(e.get('rougeL'))} | {_ci(e.get('ci95'))} | {rdiff} | {_fmt(e.get('exact_match'))} | "
-            f"{_fmt(e.get('accuracy'))} | {_fmt(e.get('main'))} | {diff} | {_fmt(e.get('main_oracle_gap_closed'), 2)} |"
+            f"{_fmt(e.get('accuracy'))} | {_fmt(e.get('main'))} | {diff} | {_fmt(e.get('main_oracle_gap_closed'), 2)} | {_fmt(e.get('nll'))} |"
         )
+    lines += long_budget(summary)
     o = summary["methods"].get("oracle")
     if o and o["tasks"] < summary["tasks"]:
         lines += ["", f"The oracle (an expert trained on the task itself) exists for {o['tasks']} of the {summary['tasks']} tasks; "
@@ -70,6 +159,7 @@ def report_markdown(summary: dict, cfg) -> str:
         for c in b["checks"]:
             met = "-" if c["met"] is None else ("yes" if c["met"] else f"no (short by {c['target'] - c['value']:.3f})")
             lines.append(f"| {c['check']} | {_fmt(c['value'])} | >= {c['target']:.2f} | {met} |")
+    lines += example_answers(examples)
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +184,7 @@ def plot(summary: dict, path: Path) -> Path:
     return path
 
 
-def write_report(summary: dict, cfg, out: Path) -> None:
+def write_report(summary: dict, cfg, out: Path, examples: list[dict] | None = None) -> None:
     out = Path(out)
-    (out / "report.md").write_text(report_markdown(summary, cfg))
+    (out / "report.md").write_text(report_markdown(summary, cfg, examples))
     plot(summary, out / "methods.png")

@@ -2,7 +2,9 @@
 
 Every task gets ROUGE-L and exact match on greedy answers (the SNI standard). Multiple-choice tasks
 also get accuracy by log-likelihood over their options: a 135M base rarely answers in the task's label
-words, so generated-text metrics alone would mistake format for skill.
+words, so generated-text metrics alone would mistake format for skill. On request, the content metric
+`nll`: the teacher-forced negative log-likelihood per token of the reference answer, which no answer
+format can hide (an adapter that only teaches the format moves it little).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ class TaskScore:
     exact_match: float | None  # mean, 0..1
     accuracy: float | None  # log-likelihood accuracy over options, 0..1; None when not multiple choice
     n: int
+    nll: float | None = None  # nats per reference-answer token (lower is better); None when not asked for
     option_probs: list[list[float]] | None = field(default=None, repr=False)  # per instance, multiple choice only
+    answers: list[str] | None = field(default=None, repr=False)  # the greedy answers, when generated
 
     @property
     def main(self) -> float:
@@ -30,15 +34,41 @@ class TaskScore:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("option_probs")
+        d.pop("answers")
         return {**d, "main": self.main}
 
 
 def option_probs(res: ResidentModel, instances: Sequence[Instance], *, description: str | None = None, adapter_names=None) -> list[list[float]]:
     """Softmax over each instance's options of their log-likelihoods (length-unnormalised)."""
+    return _softmax(res.score([i.input for i in instances], [i.options for i in instances], description=description, adapter_names=adapter_names))
+
+
+def _softmax(scores: list[list[float]]) -> list[list[float]]:
     import torch
 
-    scores = res.score([i.input for i in instances], [i.options for i in instances], description=description, adapter_names=adapter_names)
     return [torch.softmax(torch.tensor(s), 0).tolist() for s in scores]
+
+
+def reference_nll(res: ResidentModel, instances: Sequence[Instance], *, description: str | None = None, adapter_names=None, option_scores: list[list[float]] | None = None) -> float:
+    """Teacher-forced NLL per token of each instance's reference answer (targets[0]) and the end-of-turn
+    token after its prompt, averaged over all those tokens: the loss experts train and validate on
+    (hypergen.data.answer_loss), through res.score so per-row adapters and the shared prompt prefill
+    come with it. option_scores: log-likelihoods already scored for the options (reused where the
+    reference is one of them)."""
+    tok = res.tokenizer
+    logp = [None] * len(instances)
+    if option_scores is not None:
+        for k, (i, s) in enumerate(zip(instances, option_scores)):
+            if i.targets[0] in i.options:
+                logp[k] = s[i.options.index(i.targets[0])]
+    rest = [k for k, v in enumerate(logp) if v is None]
+    if rest:
+        rows = [adapter_names[k] for k in rest] if adapter_names is not None else None
+        scored = res.score([instances[k].input for k in rest], [[instances[k].targets[0]] for k in rest], description=description, adapter_names=rows)
+        for k, s in zip(rest, scored):
+            logp[k] = s[0]
+    tokens = sum(len(tok(i.targets[0], add_special_tokens=False)["input_ids"]) + 1 for i in instances)  # + end of turn
+    return -sum(logp) / tokens
 
 
 def score_instances(
@@ -49,19 +79,24 @@ def score_instances(
     max_new_tokens: int = 16,
     adapter_names: Sequence[str | None] | None = None,
     generate: bool | None = None,
+    options: bool = True,
+    nll: bool = False,
 ) -> TaskScore:
     """Score the currently active adapter (or per-row adapter_names) on instances.
 
     generate=None: generated-text metrics only for free-form tasks, log-likelihood accuracy only for
     multiple choice (generation is the slow part on a CPU); True/False force generation on/off.
+    options=False skips the option scoring of multiple-choice tasks; nll=True adds the content metric.
     """
-    mc = all(i.options for i in instances)
-    rl = em = acc = probs = None
+    mc = options and all(i.options for i in instances)
+    rl = em = acc = probs = answers = scores = None
     if generate or (generate is None and not mc):
         answers = res.answer([i.input for i in instances], description=description, max_new_tokens=max_new_tokens, adapter_names=adapter_names)
         rl = sum(rouge_l(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
         em = sum(exact_match(a, i.targets) for a, i in zip(answers, instances)) / len(instances)
     if mc:
-        probs = option_probs(res, instances, description=description, adapter_names=adapter_names)
+        scores = res.score([i.input for i in instances], [i.options for i in instances], description=description, adapter_names=adapter_names)
+        probs = _softmax(scores)
         acc = sum(i.options[max(range(len(p)), key=p.__getitem__)] in i.targets for p, i in zip(probs, instances)) / len(instances)
-    return TaskScore(rl, em, acc, len(instances), probs)
+    content = reference_nll(res, instances, description=description, adapter_names=adapter_names, option_scores=scores) if nll else None
+    return TaskScore(rl, em, acc, len(instances), nll=content, option_probs=probs, answers=answers)

@@ -1,0 +1,225 @@
+"""What the evaluation remembers (issue 14): row keys that cannot lie, the answers, the content metric,
+family weighting and the long budget. Tiny model, the demo suite, one seed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hypergen.cli import app
+from hypergen.paths import REPO_ROOT
+
+DEMO = str(REPO_ROOT / "data" / "demo" / "demo.jsonl")
+
+
+def run(tiny_zoo, tiny_path, out, *extra, instances=3):
+    args = ["eval", "--suite", DEMO, "--split", "all", "--zoo", str(tiny_zoo.root), "--base", str(tiny_path), "--encoder", "fake",
+            "--instances", str(instances), "--seeds", "1", "--out", str(out), "--tasks", "antonyms", "--tasks", "review_sentiment", "--json", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def rows_of(out):
+    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_a_changed_instance_count_scores_new_rows_instead_of_reusing_old_ones(tiny_zoo, tiny_path, tmp_path):
+    """The issue's reproduction: --instances 2, then --instances 8 into the same --out."""
+    out = tmp_path / "res"
+    methods = ["--methods", "base", "--methods", "nearest", "--no-controls"]
+    assert run(tiny_zoo, tiny_path, out, *methods, instances=2).exit_code == 0
+    assert {r["n"] for r in rows_of(out)} == {2}
+    r = run(tiny_zoo, tiny_path, out, *methods, instances=8)
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    used = json.loads((out / "results.json").read_text())["rows"]
+    # antonyms has 8 test instances, review_sentiment 7: every row of the summary is a new one
+    assert sorted((x["task"], x["method"], x["n"]) for x in used) == [("antonyms", "base", 8), ("antonyms", "nearest", 8), ("review_sentiment", "base", 7), ("review_sentiment", "nearest", 7)]
+    assert s["rows"] == 4 and s["stale"]["rows"] == 4 and {"data", "n"} <= set(s["stale"]["changed"])
+    assert "4 rows of these tasks, methods and seeds made with other settings" in (out / "report.md").read_text()
+    n = len(rows_of(out))
+    assert n == 8  # the old rows stay in the file, unused
+    again = run(tiny_zoo, tiny_path, out, *methods, instances=8)
+    assert again.exit_code == 0 and len(rows_of(out)) == n and json.loads(again.stdout)["methods"] == s["methods"]
+
+
+def test_a_results_folder_without_row_keys_is_refused_with_how_to_start_fresh(tiny_zoo, tiny_path, tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    committed = (REPO_ROOT / "docs" / "results" / "heldout" / "results.jsonl").read_text().splitlines()[0]  # written before keys
+    (out / "results.jsonl").write_text(committed + "\n")
+    r = run(tiny_zoo, tiny_path, out, "--methods", "base")
+    assert r.exit_code == 1 and "older hypergen" in r.stderr and "another --out" in r.stderr and "delete" in r.stderr
+
+
+def _task(name="fam/sub", n=4):
+    from hypergen.eval.protocol import EvalTask
+    from hypergen.tasks import Instance, Task
+
+    inst = [Instance(f"q{i}", [f"a{i}"]) for i in range(n)]
+    return EvalTask(Task(name, ["Answer it."], inst), "Answer it.", inst, "Something else.")
+
+
+@pytest.mark.parametrize("change", ["seed", "instances", "description", "budget", "base", "zoo", "generator", "encoder"])
+def test_every_setting_that_changes_a_row_changes_its_key(tiny_zoo, tmp_path, monkeypatch, change):
+    import shutil
+
+    from hypergen import api
+    from hypergen.eval.protocol import EvalConfig, RowKeys, digest
+
+    gens = tmp_path / "generators"
+    (gens / "sg").mkdir(parents=True)
+    (gens / "sg" / "generator.json").write_text("{}")
+    monkeypatch.setattr(api, "generators_dir", lambda: gens)
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo.root, zoo)
+    et = _task()
+    args = dict(m="sg", seed=0, desc=et.description, test=et.test[:2], budget=5)
+
+    def key(keys=None, **kw):
+        a = {**args, **kw}
+        keys = keys or RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "tiny-llama", {})
+        return digest(keys.row(et, a["m"], a["seed"], a["desc"], a["test"], a["budget"]))
+
+    before = key()
+    assert key() == before  # the same settings find the same row
+    if change == "seed":
+        after = key(seed=1)
+    elif change == "instances":
+        after = key(test=et.test[:3])
+    elif change == "description":
+        after = key(desc="Another task entirely.")
+        assert key(m="base", desc="Another task entirely.") == key(m="base")  # the base is given no description
+        assert key(m="base_desc", desc="Another task entirely.") == key(m="base_desc") != key(m="base")  # it has one in its prompt
+    elif change == "budget":
+        after = key(budget=6)
+    elif change == "base":
+        after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "SmolLM2-135M-Instruct", {}))
+    elif change == "encoder":
+        after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="minilm"), "tiny-llama", {}))
+    elif change == "zoo":
+        (zoo / "manifest.json").write_text((zoo / "manifest.json").read_text() + " ")
+        after = key()
+    else:
+        (gens / "sg" / "generator.json").write_text('{"lr": 2}')  # a retrained checkpoint
+        after = key()
+    assert after != before
+
+
+def test_rows_keep_the_answers_and_the_report_shows_examples_per_family(tiny_zoo, tiny_path, tmp_path):
+    from hypergen.eval.protocol import _subset
+    from hypergen.tasks import load_suite, rouge_l
+    from hypergen.zoo.build import instances
+
+    out = tmp_path / "res"
+    r = run(tiny_zoo, tiny_path, out, "--methods", "base", "--methods", "base_desc", "--methods", "nearest", "--methods", "oracle", "--no-controls")
+    assert r.exit_code == 0, r.output
+    suite = load_suite(DEMO)
+    for row in rows_of(out):
+        test = _subset(instances(suite.get(row["task"]), None, "test"), 3, 0)
+        if row["task"] == "review_sentiment":  # multiple choice: the option of highest likelihood
+            assert "answers" not in row
+            assert row["chosen"] == [i.options[p.index(max(p))] for p, i in zip(row["option_probs"], test)]
+            assert row["accuracy"] == pytest.approx(sum(c in i.targets for c, i in zip(row["chosen"], test)) / 3)
+        else:  # the very answers that were scored
+            assert "chosen" not in row and len(row["answers"]) == 3 and all(len(a) <= 200 for a in row["answers"])
+            assert row["rougeL"] == pytest.approx(sum(rouge_l(a, i.targets) for a, i in zip(row["answers"], test)) / 3)
+    report = (out / "report.md").read_text()
+    ex = json.loads((out / "results.json").read_text())["examples"]
+    assert [x["family"] for x in ex] == ["antonyms"] * 3 + ["review_sentiment"] * 3  # a suite without families: each task is one
+    # base, base_desc, the default generator (sg: not run here) and the oracle
+    assert all(set(x["answers"]) == {"base", "base_desc", "oracle"} for x in ex)
+    first = next(row for row in rows_of(out) if row["task"] == "antonyms" and row["method"] == "base")
+    assert ex[0]["answers"]["base"] == first["answers"][0]
+    assert "## Example answers (seed 0)" in report and "### antonyms" in report and "### review_sentiment" in report
+
+
+def test_nll_is_the_training_loss_of_the_reference_answer(resident):
+    """The content metric is what experts train on: answer_loss over encode_example / collate, with the
+    same adapter and prompt; reused from the option scores on multiple-choice tasks."""
+    import torch
+
+    from conftest import random_lora
+    from hypergen.data import answer_loss, collate, encode_example
+    from hypergen.eval.scoring import score_instances
+    from hypergen.tasks import Instance, load_suite
+
+    gen = load_suite(DEMO).get("antonyms").instances[:5]
+    mc = load_suite(DEMO).get("review_sentiment").instances[:5]
+    mc = mc + [Instance(mc[0].input, ["not an option"], mc[0].options)]  # a reference outside the options is scored apart
+    tok = resident.tokenizer
+
+    def training_loss(insts, description):
+        batch = collate([encode_example(tok, i.input, i.targets[0], description=description, max_tokens=10_000) for i in insts], tok.pad_token_id)
+        with torch.inference_mode():
+            return float(answer_loss(resident.forward_model(), batch))
+
+    resident.activate(random_lora(resident.model, scale=0.3), name="evaluated")
+    seen = []
+    for insts, desc in ((gen, None), (mc, "Say if the review is positive."), (gen, "Give the opposite.")):
+        s = score_instances(resident, insts, description=desc, nll=True, generate=False)
+        assert s.nll == pytest.approx(training_loss(insts, desc), rel=1e-4)
+        seen.append(s.nll)
+    resident.deactivate()
+    base = score_instances(resident, gen, nll=True, generate=False).nll
+    with resident.peft.disable_adapter(), torch.inference_mode():
+        batch = collate([encode_example(tok, i.input, i.targets[0], max_tokens=10_000) for i in gen], tok.pad_token_id)
+        assert base == pytest.approx(float(answer_loss(resident.forward_model(), batch)), rel=1e-4)
+    assert abs(base - seen[0]) > 1e-3  # the adapter moves it
+    assert score_instances(resident, gen, generate=False).nll is None  # asked for only
+
+
+def _rows(task, method, main, nll, mc):
+    key = "accuracy" if mc else "rougeL"
+    return {"task": task, "method": method, "seed": 0, key: main, "main": main, "nll": nll, "multiple_choice": mc, "seconds": 0.0}
+
+
+def test_each_family_counts_once_and_multiple_choice_is_apart_from_generation():
+    from types import SimpleNamespace
+
+    from hypergen.eval.protocol import EvalConfig, summarize
+    from hypergen.eval.report import report_markdown
+
+    # family "big" holds three generation tasks at 0.9; "a" and "b" one task each at 0.0 / 0.3;
+    # "q" one multiple-choice task at 0.5
+    rows = [_rows(t, "base", v, n, False) for t, v, n in (("big/1", 0.9, 1.0), ("big/2", 0.9, 1.0), ("big/3", 0.9, 1.0), ("a", 0.0, 4.0), ("b/x", 0.3, 1.0))]
+    rows += [_rows("q", "base", 0.5, 2.0, True)]
+    # the oracle scores 1.0 everywhere; sg closes the gap on the three "big" tasks only
+    rows += [_rows(r["task"], "oracle", 1.0, 0.5, r["multiple_choice"]) for r in rows if r["method"] == "base"]
+    rows += [_rows(r["task"], "sg", 1.0 if r["task"].startswith("big") else r["main"], 0.5, r["multiple_choice"]) for r in rows if r["method"] == "base"]
+    s = summarize(rows, EvalConfig(suite=DEMO, split="all", bootstrap=200))
+    assert (s["tasks"], s["families"], s["mc_tasks"], s["mc_families"], s["gen_tasks"], s["gen_families"]) == (6, 4, 1, 1, 5, 3)
+    e = s["methods"]["base"]
+    assert e["main"] == pytest.approx((2.7 + 0.3 + 0.5) / 6) and e["main_family"] == pytest.approx((0.9 + 0.0 + 0.3 + 0.5) / 4)
+    assert e["gen_rougeL"] == pytest.approx(3.0 / 5) and e["gen_rougeL_family"] == pytest.approx(1.2 / 3)
+    assert e["mc_accuracy"] == e["mc_accuracy_family"] == 0.5
+    assert e["nll"] == pytest.approx(10 / 6) and e["nll_family"] == pytest.approx(8 / 4)
+    sg = s["methods"]["sg"]  # gaps: 0.1 on each big task, 1.0, 0.7 and 0.5 on the others
+    assert sg["main_oracle_gap_closed"] == pytest.approx(0.3 / 2.5) and sg["main_family_oracle_gap_closed"] == pytest.approx(0.1 / 2.3)
+    lo, hi = e["gen_rougeL_family_ci95"]
+    assert 0.0 <= lo < e["gen_rougeL_family"] < hi <= 0.9  # resampled over the 3 families, not the 5 tasks
+    text = report_markdown({**s, "bar": {}}, SimpleNamespace(suite="x", split="all", instances=3, seeds=1, out="o"))
+    assert "6 tasks in 4 families: 1 multiple-choice tasks in 1 families, 5 generation tasks in 3 families" in text
+    assert "| base | 0.425 [" in text and "lower is better" in text and "| 0.04 | 0.12 |" in text
+
+
+def test_long_budget_scores_a_separate_column_without_touching_the_short_rows(tiny_zoo, tiny_path, tmp_path):
+    out = tmp_path / "res"
+    methods = ["--methods", "base", "--methods", "nearest", "--no-controls"]
+    assert run(tiny_zoo, tiny_path, out, *methods).exit_code == 0
+    short = rows_of(out)
+    r = run(tiny_zoo, tiny_path, out, *methods, "--long-budget", "7")
+    assert r.exit_code == 0, r.output
+    new = rows_of(out)[len(short):]
+    assert len(new) == 4 and all(x["long"] and x["max_new_tokens"] == 7 and x["seed"] == 0 and len(x["answers"]) == 3 for x in new)
+    assert not any("accuracy" in x or "nll" in x for x in new)  # answers only
+    s = json.loads(r.stdout)
+    assert s["stale"]["rows"] == 0 and s["long_budget"] == 7
+    for m in ("base", "nearest"):
+        e = s["methods"][m]
+        ours = [x["rougeL"] for x in new if x["method"] == m]
+        assert e["rougeL_long"] == pytest.approx(sum(ours) / 2)
+        assert e["rougeL_long_minus_short"] == pytest.approx(e["rougeL_long"] - sum(x["rougeL"] for x in short if x["method"] == m) / 2)
+    assert "## ROUGE-L at a 7-token budget (seed 0)" in (out / "report.md").read_text()
+    assert "--long-budget 7" in (out / "report.md").read_text()
