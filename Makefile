@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup install models browser test test-fast bench
+.PHONY: setup install models browser demo test test-fast bench
 
-setup: install models browser  ## venv + pinned install + models and BIG-bench into ~/.cache/hypergen + Chromium
+setup: install models browser demo  ## venv + pinned install + models and BIG-bench into ~/.cache/hypergen + Chromium, then a first adapter
 
 install: $(BIN)/hypergen
 
@@ -22,6 +22,9 @@ browser:  ## Debian's Chromium + chromedriver for the app's browser test (skippe
 
 models: install
 	$(BIN)/hypergen setup --bigbench
+
+demo: models  ## the main job once: a description -> an adapter from the shipped zoo, active in SmolLM2, answering one input
+	$(BIN)/hypergen generate "Say whether a sentence about sports is plausible." --input "Lionel Messi scored a touchdown."
 
 test: install  ## the whole suite, real-model integration tests included
 	HYPERGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -q

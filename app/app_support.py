@@ -1,5 +1,6 @@
 """What the page needs beside hypergen.api: per-session adapter slots on the one shared base model,
-the zoo map's 2-D projection and the adapter folder as a zip. Plain Python, testable without Streamlit.
+the limits on what one request may ask of it, the zoo map's 2-D projection and the adapter folder as a
+zip. Plain Python, testable without Streamlit.
 """
 
 from __future__ import annotations
@@ -9,22 +10,55 @@ import threading
 import uuid
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from hypergen import api
 
-# api.generate is not safe to call from several threads at once: a cached generator keeps per-call
-# state (Mix._last) and warnings.catch_warnings is process-global. Sessions take turns; it takes ms.
+# api.generate is thread-safe on its own; the page's zoo-map encode calls the encoder directly, and a
+# warning it raises must not show in another session's result (warnings.catch_warnings is
+# process-global). So generation and that encode take turns under one lock; each takes ms.
 GENERATE_LOCK = threading.Lock()
+
+# Per request, so that one browser session cannot hold the shared model (and its lock) for long.
+MAX_INPUTS = 32  # input lines
+MAX_INPUT_TOKENS = 256  # tokens of the base model's tokenizer, per line
+MAX_INPUT_CHARS = 16 * MAX_INPUT_TOKENS  # per line; English runs ~4 characters a token
 
 
 def generate_adapter(*args, **kwargs):
     """api.generate, one call at a time in this process."""
     with GENERATE_LOCK:
         return api.generate(*args, **kwargs)
+
+
+def description_map(description: str, zoo_path: str | None, encoder_name: str) -> list[dict]:
+    """zoo_map of the zoo's experts and `description`. The encode takes GENERATE_LOCK too: a warning it
+    raises must not land in the warnings another session's api.generate is recording at that moment."""
+    with GENERATE_LOCK:
+        bank = api.bank(zoo_path, encoder_name)
+        query = api.encoder(encoder_name).encode([description])[0]
+    return zoo_map(bank.emb, bank.names, query)
+
+
+def input_limit_error(texts: Sequence[str], count_tokens: Callable[[list[str]], list[int]]) -> str | None:
+    """Why `texts` is over the per-request limits, as a message for the page; None when within them.
+    count_tokens: texts -> their token counts (SessionAdapters.count_tokens)."""
+    texts = list(texts)
+    if len(texts) > MAX_INPUTS:
+        return f"{len(texts)} input lines: at most {MAX_INPUTS} at a time, so that other sessions are not kept waiting. Remove {len(texts) - MAX_INPUTS} lines, or answer them in turns."
+    # Characters first: megabytes of text are refused before the tokenizer spends the shared lock on them.
+    sizes, unit, limit = [len(t) for t in texts], "characters", MAX_INPUT_CHARS
+    if max(sizes, default=0) <= MAX_INPUT_CHARS:
+        sizes, unit, limit = count_tokens(texts), "tokens", MAX_INPUT_TOKENS
+    over = [(i, n) for i, n in enumerate(sizes, 1) if n > limit]
+    if len(over) == 1:
+        return f"Input line {over[0][0]} is {over[0][1]:,} {unit} long: at most {MAX_INPUT_TOKENS} tokens per line. Shorten it."
+    if over:
+        return f"Input lines {', '.join(str(i) for i, _ in over)} are too long: at most {MAX_INPUT_TOKENS} tokens per line. Shorten them."
+    return None
 
 
 class SessionAdapters:
@@ -56,6 +90,12 @@ class SessionAdapters:
         while len(self._loaded) > self.max_slots:
             old, _ = self._loaded.popitem(last=False)
             self.model.remove(old)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text under the base model's tokenizer. Under the lock: a fast tokenizer that another
+        thread is padding for a batch refuses a concurrent call ("Already borrowed")."""
+        with self.lock:
+            return [len(ids) for ids in self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
     def load(self, slot: str, weights) -> None:
         with self.lock:

@@ -12,7 +12,7 @@ import tempfile
 
 import pandas as pd
 import streamlit as st
-from app_support import SessionAdapters, generate_adapter, zip_folder, zoo_chart, zoo_map
+from app_support import MAX_INPUT_TOKENS, MAX_INPUTS, SessionAdapters, description_map, generate_adapter, input_limit_error, zip_folder, zoo_chart
 
 from hypergen import api
 from hypergen.errors import HypergenError
@@ -44,10 +44,19 @@ def call(what: str, fn, *args, **kwargs):
 
 
 def generate(description: str, generator: str, samples: int):
-    """Generate into a temporary PEFT folder, keep the result and the folder as a zip in the session."""
+    """Generate into a temporary PEFT folder, keep the result, its zoo map and the folder as a zip in the session."""
     with st.spinner("Generating..."), tempfile.TemporaryDirectory() as tmp:
         res = call("Generation", generate_adapter, description, generator, samples=samples, activate=False, out=tmp, zoo_path=ZOO, encoder_name=ENCODER)
-        state.update(result=res, zip=zip_folder(tmp) if res else None, answers=None)
+        points = call("Zoo map", description_map, res.description, ZOO, ENCODER) if res else None
+        state.update(result=res, zoo_map=points, zip=zip_folder(tmp) if res else None, answers=None)
+
+
+def within_limits(texts: list[str]) -> bool:
+    """Whether `texts` asks no more of the shared model than one request may; else an error box says why."""
+    problem = call("Checking the inputs", lambda: input_limit_error(texts, sessions(BASE, DEVICE).count_tokens) or "")
+    if problem:
+        st.error(problem)
+    return problem == ""  # None: the check itself failed, and call() has shown why
 
 
 def answer(texts: list[str], max_new_tokens: int):
@@ -73,9 +82,8 @@ def show(res):
         st.bar_chart(near, x="expert", y="similarity", horizontal=True, sort="-similarity", height=260)
     with right:
         st.subheader("Zoo map")
-        rows = call("Zoo map", lambda: zoo_map(api.bank(ZOO, ENCODER).emb, api.bank(ZOO, ENCODER).names, api.encoder(ENCODER).encode([res.description])[0]))
-        if rows:
-            st.altair_chart(zoo_chart(rows, {n.name for n in res.neighbors}), height=260)
+        if state.zoo_map:
+            st.altair_chart(zoo_chart(state.zoo_map, {n.name for n in res.neighbors}), height=260)
     st.caption(f"{res.generator}: rank {res.weights.rank}, {res.weights.num_params():,} parameters")
     st.download_button("Download adapter (PEFT folder, zip)", state.zip, file_name=f"hypergen-{res.generator}-adapter.zip", mime="application/zip")
 
@@ -84,6 +92,7 @@ st.set_page_config(page_title="hypergen", layout="wide")
 state = st.session_state
 state.setdefault("slot", SessionAdapters.new_slot())
 state.setdefault("result", None)
+state.setdefault("zoo_map", None)
 state.setdefault("answers", None)
 
 with st.sidebar:
@@ -96,19 +105,23 @@ with st.sidebar:
 st.title("hypergen")
 st.write("Describe a task in words and get a LoRA adapter for the base model, made from a zoo of trained experts.")
 description = st.text_area("Describe the task", height=90, placeholder="Give the antonym of the word: the word with the opposite meaning.")
-inputs = [t.strip() for t in st.text_area("Inputs, one per line", height=90, placeholder="hot\nlarge").splitlines() if t.strip()]
+inputs = [t.strip() for t in st.text_area("Inputs, one per line", height=90, placeholder="hot\nlarge", help=f"At most {MAX_INPUTS} lines of {MAX_INPUT_TOKENS} tokens each.").splitlines() if t.strip()]
 b1, b2, _ = st.columns([1, 1, 4])
 clicked_generate = b1.button("Generate adapter", type="primary")
 clicked_answer = b2.button("Answer inputs", disabled=state.result is None and not clicked_generate)
 
-if clicked_generate:
+# Over the limits nothing runs, not even generation: the page says why and the inputs stay to be edited.
+blocked = bool((clicked_generate or clicked_answer) and inputs and not within_limits(inputs))
+if blocked:
+    state.answers = None  # answers to earlier inputs would read as answers to these
+if clicked_generate and not blocked:
     if description.strip():
         generate(description, generator, int(samples))
     else:
         st.info("Describe the task first, e.g. \"Give the antonym of the word.\"")
 if state.result is not None:
     show(state.result)
-    if clicked_answer or (clicked_generate and inputs):
+    if not blocked and (clicked_answer or (clicked_generate and inputs)):
         if inputs:
             answer(inputs, max_new_tokens)
         else:

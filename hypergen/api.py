@@ -20,16 +20,26 @@ from hypergen.errors import HypergenError
 PACKAGES = ("hypergen", "torch", "transformers", "peft", "pytorch-lightning", "sentence-transformers", "wandb", "streamlit", "typer")
 
 
+def resident(base: str | Path | None = None, device: str = "auto"):
+    """The process-wide ResidentModel for (base, device); loaded on first use. `resident()`,
+    `resident(None, "auto")` and a Path or str of one folder are the same model, loaded once."""
+    return _resident(str(Path(base).expanduser().resolve()) if base is not None else None, device)
+
+
 @functools.lru_cache(maxsize=4)
-def resident(base: str | None = None, device: str = "auto"):
-    """The process-wide ResidentModel for (base, device); loaded on first use."""
+def _resident(base: str | None, device: str):
     from hypergen.base import load_base
 
     return load_base(base, device=device)
 
 
-@functools.lru_cache(maxsize=2)
 def encoder(name: str = "minilm"):
+    """The process-wide description encoder (minilm, or fake in tests); loaded once."""
+    return _encoder(name)
+
+
+@functools.lru_cache(maxsize=2)
+def _encoder(name: str):
     from hypergen.text import load_encoder
 
     return load_encoder(name)
@@ -74,22 +84,75 @@ def answer(
     device: str = "auto",
     max_new_tokens: int = 64,
 ) -> list[str]:
-    """Answer inputs with the resident base, optionally with a PEFT adapter folder active."""
+    """Answer inputs with the resident base, optionally with a PEFT adapter folder active.
+    A bare string is one input. Safe to call from several threads: each call answers with its own adapter."""
     from hypergen.lora import LoraWeights
 
-    if isinstance(texts, str):
-        texts = [texts]
-    if not texts or any(not t or not t.strip() for t in texts):
+    texts = _inputs(texts, "texts")
+    if not texts:
         raise HypergenError("Empty input: give the text to answer, e.g. hypergen answer \"What is 2+2?\".")
-    if description is not None and not description.strip():
+    if description is not None and not _text(description, "description").strip():
         raise HypergenError("Empty --description: describe the task in words or leave the option out.")
+    _integer(max_new_tokens, "max_new_tokens", 1)
     weights = LoraWeights.load(adapter) if adapter is not None else None
-    model = resident(base, device)
-    if weights is None:
-        model.deactivate()
-    else:
-        model.activate(weights)
-    return model.answer(list(texts), description=description, max_new_tokens=max_new_tokens)
+    with _LOAD_LOCK:
+        model = resident(base, device)
+    with model.lock:  # activate + answer as one step, or another thread's adapter answers
+        if weights is None:
+            model.deactivate()
+        else:
+            model.activate(weights)
+        return model.answer(texts, description=description, max_new_tokens=max_new_tokens)
+
+
+# ---- argument checks: a wrong type gets a message naming the argument, not a TypeError deep inside --
+def _text(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise HypergenError(f"{name} must be a string; got {type(value).__name__} {value!r:.60}.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # lone surrogates: what Python makes of undecodable bytes in argv or a file read with errors="surrogateescape"
+        raise HypergenError(f"{name} is not valid UTF-8 text: decode it as UTF-8 (or fix the terminal's encoding) and try again.") from None
+    return value
+
+
+def _inputs(value, name: str) -> list[str]:
+    """None -> [], a bare string -> [it], else a list of non-empty strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or isinstance(value, (bytes, bytearray)):
+        raise HypergenError(f"{name} must be a string or a list of strings; got {type(value).__name__}.")
+    texts = [_text(t, f"{name}[{i}]") for i, t in enumerate(value)]
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise HypergenError(f"Empty input: {name}[{empty[0]}] is blank; give the text to answer.")
+    return texts
+
+
+def _integer(value, name: str, low: int, high: int | None = None, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HypergenError(f"{name} must be an integer; got {type(value).__name__} {value!r:.60}.")
+    if value < low:
+        raise HypergenError(f"{name} must be >= {low}; got {value}.")
+    if high is not None and value > high:
+        raise HypergenError(f"{name} must be at most {high}{why}; got {value}.")
+    return value
+
+
+def _script_note(text: str) -> str | None:
+    """A warning when NON_LATIN_SHARE or more of the letters are not Latin script. Judged by the letters'
+    Unicode names, not by guessing the language: French passes unwarned, Chinese, Arabic or Cyrillic do not."""
+    import unicodedata
+
+    letters = [c for c in text if unicodedata.category(c).startswith("L")]
+    other = sum("LATIN" not in unicodedata.name(c, "") for c in letters)
+    if not letters or other / len(letters) < NON_LATIN_SHARE:
+        return None
+    return (f"{other / len(letters):.0%} of the description's letters are not Latin script, but the description encoder "
+            "(all-MiniLM-L6-v2) was trained on English only: the match to the zoo is unreliable. Describe the task in English.")
 
 
 def setup(bigbench: bool = False) -> dict[str, str]:
@@ -155,7 +218,13 @@ def zoo_pack(source: str | Path, dest: str | Path) -> Path:
 DEFAULT_GENERATOR = "sg"
 FALLBACK_GENERATOR = "mix"  # used while the default has no trained checkpoint (e.g. before one ships)
 MAX_DESCRIPTION_CHARS = 4000
-_ENCODE_LOCK = threading.Lock()  # warnings.catch_warnings is process-global: one encode at a time
+MAX_SAMPLES = 64  # each sample is a whole adapter in memory; 10,000 would need ~50 GB
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+NON_LATIN_SHARE = 0.3  # at least this share of non-Latin letters gets the English-only warning
+# Generators may keep per-call state (train/eval mode, context vars) and warnings.catch_warnings is
+# process-global: one encode + generate at a time. The resident model has its own lock (activate + answer).
+_GENERATE_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()  # two threads' first calls load one model, not two (the cached loaders nest)
 
 
 def generators_dir() -> Path:
@@ -215,7 +284,8 @@ def generate(
     samples: int = 1,
     seed: int | None = None,
     out: str | Path | None = None,
-    inputs: Sequence[str] | None = None,
+    force: bool = False,
+    inputs: Sequence[str] | str | None = None,
     activate: bool = True,
     zoo_path: str | None = None,
     checkpoint: str | None = None,
@@ -226,45 +296,61 @@ def generate(
     prompt_description: bool = False,
 ):
     """Description in, adapter out (and active in the resident base). Returns a GenerationResult with
-    `.answers` when inputs are given. Encoder, generator and base stay resident between calls.
+    `.answers` when inputs are given (a bare string is one input). Encoder, generator and base stay
+    resident between calls. out: write the adapter there as a PEFT folder (force: replace an existing
+    adapter folder or write into a non-empty one). samples: 1..MAX_SAMPLES; seed: 0..2**63-1.
     prompt_description: answer the inputs with the description in the prompt as well as in the adapter
-    (on held-out tasks sg's ROUGE-L goes 0.173 -> 0.240: `sg+desc` in docs/results/heldout)."""
+    (on held-out tasks sg's ROUGE-L goes 0.173 -> 0.240: `sg+desc` in docs/results/heldout).
+    Safe to call from several threads: each call's inputs are answered with its own adapter."""
     import time
     import warnings
 
-    if not isinstance(description, str) or not description.strip():
+    description = _text(description, "description").strip()
+    if not description:
         raise HypergenError("Empty description: describe the task in words, e.g. \"Label each tweet as sarcastic or not.\"")
-    if samples < 1:
-        raise HypergenError(f"--samples must be >= 1; got {samples}.")
+    _integer(samples, "samples", 1, MAX_SAMPLES, " (each sample is a whole adapter held in memory)")
+    if seed is not None:
+        _integer(seed, "seed", 0, MAX_SEED, " (2**63-1)")
+    _integer(max_new_tokens, "max_new_tokens", 1)
+    inputs = _inputs(inputs, "inputs")
     notes = []
-    description = description.strip()
     if len(description) > MAX_DESCRIPTION_CHARS:
         notes.append(f"Description truncated from {len(description)} to {MAX_DESCRIPTION_CHARS} characters.")
         description = description[:MAX_DESCRIPTION_CHARS]
-    gen = get_generator(generator, zoo_path, encoder_name, checkpoint)
-    enc = encoder(encoder_name)
-    model = resident(base, device) if (activate or inputs) else None  # loaded once, outside the timings
-    t0 = time.perf_counter()
-    with _ENCODE_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        emb = enc.encode([description])[0]
+    notes += [n for n in [_script_note(description)] if n]
+    with _LOAD_LOCK:
+        gen = get_generator(generator, zoo_path, encoder_name, checkpoint)
+        enc = encoder(encoder_name)
+        model = resident(base, device) if (activate or inputs) else None  # loaded once, outside the timings
+    with _GENERATE_LOCK:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            emb = enc.encode([description])[0]
+        t1 = time.perf_counter()
+        res = gen.generate(emb, description=description, samples=samples, seed=seed)
+        t2 = time.perf_counter()
     notes += [str(w.message) for w in caught if "Description is" in str(w.message)]
-    t1 = time.perf_counter()
-    res = gen.generate(emb, description=description, samples=samples, seed=seed)
-    t2 = time.perf_counter()
     res.warnings = notes + res.warnings
     timings = {"encode": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000}
     if model is not None:
         if res.weights.base_model and res.weights.base_model != model.name:
             raise HypergenError(f"The zoo was built for base model {res.weights.base_model!r}, but the loaded base is {model.name!r}.")
-        model.activate(res.weights, name="generated")
-        timings["activate"] = (time.perf_counter() - t2) * 1000
-    timings["total"] = (time.perf_counter() - t0) * 1000
-    res.timings_ms = timings
+        res.weights.validate_for(model.model, model.name)  # before anything is written or activated
     if out is not None:
+        # written before activation: a refused or failed save leaves the resident model as it was
         res.weights.meta = {"generator": res.generator, "description": description, **{k: v for k, v in res.summary().items() if k in ("neighbors", "max_similarity", "in_range", "uncertainty")}}
-        res.weights.save(out)
-    res.answers = model.answer(list(inputs), description=description if prompt_description else None, max_new_tokens=max_new_tokens) if inputs else []
+        res.weights.save(out, force=force)
+    res.answers = []
+    if model is not None:
+        with model.lock:  # activate + answer as one step, or another thread's adapter answers
+            t3 = time.perf_counter()
+            model.activate(res.weights, name="generated")
+            timings["activate"] = (time.perf_counter() - t3) * 1000
+            if inputs:
+                res.answers = model.answer(inputs, description=description if prompt_description else None, max_new_tokens=max_new_tokens)
+    timings["total"] = sum(timings.values())  # the call's own work, not time spent waiting for another thread
+    res.timings_ms = timings
     return res
 
 

@@ -2,6 +2,7 @@
 
 The app reads its zoo, base model, encoder and default generator from HYPERGEN_APP_* environment
 variables, so the same script serves the shipped zoo or, in tests, the tiny model and fake encoder.
+The command execs into `streamlit run`: the process a user or supervisor signals is the server itself.
 Nothing heavy is imported here: `hypergen --help` stays fast.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from typing import Annotated, Optional
 
@@ -34,7 +34,7 @@ def app(
     encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
     generator: Annotated[Optional[str], typer.Option(help="Generator selected at start (default: the best by evaluation).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-) -> int:
+) -> None:
     """Serve the "describe your task" web app: one resident base model shared by every browser session."""
     if importlib.util.find_spec("streamlit") is None:
         raise HypergenError("Streamlit is not installed: pip install -e '.[app]' (or `make install`).")
@@ -50,10 +50,11 @@ def app(
     ]
     env = {**os.environ, **app_env(zoo, base, encoder, generator, device)}
     typer.echo(f"hypergen app: http://127.0.0.1:{port}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()  # exec drops Python's buffers
+    # Become the server rather than its parent (POSIX exec): SIGTERM/SIGINT reach streamlit itself, which
+    # stops, and no orphan can keep serving the port, not even after a SIGKILL, which no parent could forward.
     try:
-        rc = subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        rc = 130
-    if rc:
-        raise typer.Exit(rc)
-    return rc
+        os.execve(sys.executable, cmd, env)
+    except OSError as e:
+        raise HypergenError(f"Could not start streamlit with {sys.executable}: {e.strerror}.") from None

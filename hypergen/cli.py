@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hypergen.api import MAX_SAMPLES  # the api module itself imports nothing heavy
 from hypergen.errors import HypergenError
 
 app = typer.Typer(help="Describe a task in words, get a working LoRA adapter.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -237,9 +238,10 @@ def generate(
     description: Annotated[str, typer.Argument(help="The task in plain words.")],
     generator: Annotated[Optional[str], typer.Option(help="Generator family (default: the best by evaluation). `hypergen generators` lists them.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Write the adapter here as a PEFT folder.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --out replace an existing adapter folder or write into a non-empty folder (other files are kept).")] = False,
     input: Annotated[Optional[list[str]], typer.Option("--input", help="Answer this input with the adapter active (repeat).")] = None,
-    samples: Annotated[int, typer.Option(help="Adapters to sample (the spread is reported; the adapter is their mean).")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+    samples: Annotated[int, typer.Option(help=f"Adapters to sample, 1-{MAX_SAMPLES} (the spread is reported; the adapter is their mean).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling seed, 0 to 2**63-1.")] = None,
     zoo: Annotated[Optional[str], typer.Option(help="Zoo folder (default: shipped zoo/).")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Generator checkpoint folder (default: generators/NAME).")] = None,
     base: Annotated[Optional[str], typer.Option(help="A local HF model folder instead of SmolLM2.")] = None,
@@ -254,7 +256,7 @@ def generate(
 
     activate = bool(input)
     res = api.generate(
-        description, generator, samples=samples, seed=seed, out=out, inputs=input, activate=activate, zoo_path=zoo,
+        description, generator, samples=samples, seed=seed, out=out, force=force, inputs=input, activate=activate, zoo_path=zoo,
         checkpoint=checkpoint, base=base, device=device, encoder_name=encoder, max_new_tokens=max_new_tokens,
         prompt_description=prompt_description,
     )
@@ -353,6 +355,7 @@ def eval_cmd(
     base: Annotated[Optional[str], typer.Option()] = None,
     device: Annotated[str, typer.Option()] = "auto",
     encoder: Annotated[str, typer.Option(help="minilm (real) or fake (tests).")] = "minilm",
+    long_budget: Annotated[Optional[int], typer.Option(help="Also answer with up to N new tokens (e.g. 32) on seed 0: a separate ROUGE-L column.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Held-out evaluation of every method on the same instances (resumable: rerun to continue)."""
@@ -360,7 +363,7 @@ def eval_cmd(
     from hypergen.eval.protocol import ALL_METHODS, EvalConfig
 
     kw = dict(suite=suite, split=split, methods=tuple(methods or ALL_METHODS), instances=instances, seeds=seeds, controls=controls, out=out,
-              zoo=zoo, tasks=tuple(tasks) if tasks else None, limit=limit, base=base, device=device, encoder=encoder)
+              zoo=zoo, tasks=tuple(tasks) if tasks else None, limit=limit, base=base, device=device, encoder=encoder, long_budget=long_budget)
     if oracle_zoo:
         kw["oracle_zoo"] = oracle_zoo
     summary = api.evaluate(EvalConfig(**kw), progress=not as_json)
@@ -378,7 +381,19 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter is not for users
+    _check_utf8(sys.argv[1:])
     app()
+
+
+def _check_utf8(args: list[str]) -> None:
+    """Undecodable bytes in argv arrive as lone surrogates, which the tokenizers reject with a TypeError."""
+    for i, a in enumerate(args, 1):
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = a.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            typer.echo(f"error: argument {i} ({shown[:40]}) is not valid UTF-8: pass text (and paths) as UTF-8, e.g. set LANG=C.UTF-8 in the terminal.", err=True)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

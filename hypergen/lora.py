@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +24,10 @@ from hypergen.errors import HypergenError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+META_NAME = "hypergen.json"  # what hypergen knows about an adapter (generator, description, ...)
+FILE_MODE = 0o644
+# Largest alpha/r load accepts: real adapters sit near 1-16; 1e30 only turns every answer into garbage.
+MAX_SCALE = 1e4
 
 # PEFT's key layout: base_model.model.<module path>.lora_A.weight ('.default' appears only in memory).
 _PEFT_KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
@@ -113,30 +120,68 @@ class LoraWeights:
             base_model_name_or_path=self.base_model or None,
         )
 
-    def save_config(self, folder: str | Path) -> None:
-        """adapter_config.json, with target_modules in a stable order (peft keeps them in a set, whose
-        order changes from run to run: the same adapter would otherwise never write the same file)."""
-        self.peft_config().save_pretrained(str(folder))
-        path = Path(folder) / "adapter_config.json"
-        cfg = json.loads(path.read_text())
+    def config_json(self) -> str:
+        """adapter_config.json's text, with every list in a stable order (peft keeps target_modules in a
+        set, whose order changes from run to run: the same adapter would otherwise never write the same file)."""
+        cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in self.peft_config().to_dict().items()}
         if isinstance(cfg.get("target_modules"), list):
             cfg["target_modules"] = sorted(cfg["target_modules"])
-        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        return json.dumps(cfg, indent=2, sort_keys=True) + "\n"
 
-    def save(self, folder: str | Path) -> Path:
-        """Write a PEFT adapter folder that `PeftModel.from_pretrained(base, folder)` loads cleanly."""
+    def save_config(self, folder: str | Path) -> None:
+        """adapter_config.json alone (packed zoos store their int8 tensors beside it)."""
+        path = Path(folder) / CONFIG_NAME
+        path.write_text(self.config_json())
+        os.chmod(path, FILE_MODE)
+
+    def _writers(self) -> dict[str, Callable[[Path], None]]:
+        """File name -> function writing it, adapter_config.json last: loaders start from the config, so a
+        folder whose config is in place is complete."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for path, (a, b) in self.modules.items():
             tensors[f"base_model.model.{path}.lora_A.weight"] = a.detach().cpu().contiguous()
             tensors[f"base_model.model.{path}.lora_B.weight"] = b.detach().cpu().contiguous()
-        save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
-        self.save_config(folder)
+        out = {WEIGHTS_NAME: lambda f: save_file(tensors, str(f), metadata={"format": "pt"})}
         if self.meta:
-            (folder / "hypergen.json").write_text(json.dumps(self.meta, indent=2, default=str))
+            out[META_NAME] = lambda f: f.write_text(json.dumps(self.meta, indent=2, default=str))
+        out[CONFIG_NAME] = lambda f: f.write_text(self.config_json())
+        return out
+
+    def save(self, folder: str | Path, *, force: bool = False) -> Path:
+        """Write a PEFT adapter folder that `PeftModel.from_pretrained(base, folder)` loads cleanly.
+
+        Nothing a user made is lost and no reader sees half an adapter:
+        - a new folder is written as a hidden sibling and renamed into place (parents are created);
+        - an empty folder is filled;
+        - a non-empty folder (an adapter or anything else) is written only with force=True (the CLI's
+          --force). Then the adapter files (adapter_model.safetensors, adapter_config.json, hypergen.json)
+          are replaced, each written to a temporary file first and renamed over the old one, the config
+          last; every other file in the folder is kept. A stale hypergen.json is removed.
+        On any failure the temporary files are removed and the folder is as it was. Files are 0644,
+        whatever the umask; a new folder is 0755.
+        """
+        folder = Path(folder)
+        if (folder.is_symlink() and not folder.exists()) or (folder.exists() and not folder.is_dir()):
+            raise HypergenError(f"{folder} exists and is not a folder: pass a folder path for the adapter.")
+        try:
+            if not folder.exists():
+                blocker = next((p for p in folder.parents if p.exists() or p.is_symlink()), None)
+                if blocker is not None and not blocker.is_dir():
+                    raise HypergenError(f"Cannot write the adapter to {folder}: {blocker} is not a folder.")
+                _save_new(self._writers(), folder)
+                return folder
+            if any(folder.iterdir()) and not force:
+                what = (
+                    "holds an adapter: pass --force (force=True) to replace it"
+                    if (folder / CONFIG_NAME).exists()
+                    else "is not empty and is not an adapter folder: pass --force (force=True) to add the adapter files to it (its other files are kept)"
+                )
+                raise HypergenError(f"{folder} {what}, or choose another folder.")
+            _save_into(self._writers(), folder, stale=[] if self.meta else [META_NAME])
+        except OSError as e:
+            raise HypergenError(f"Cannot write the adapter to {folder}: {e.strerror or e}. Choose a writable folder.") from None
         return folder
 
     @classmethod
@@ -154,14 +199,14 @@ class LoraWeights:
         if not w_path.is_file():
             hint = " (found adapter_model.bin: re-save it with safe_serialization=True; hypergen loads only safetensors)" if (folder / "adapter_model.bin").exists() else ""
             raise HypergenError(f"{folder} has no {WEIGHTS_NAME}{hint}.")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise HypergenError(f"{cfg_path} is not valid JSON (line {e.lineno}): {e.msg}.") from None
+        cfg = _read_json_object(cfg_path)
         if cfg.get("peft_type", "LORA") != "LORA":
             raise HypergenError(f"{folder} holds a {cfg.get('peft_type')} adapter; hypergen handles LoRA only.")
         if cfg.get("use_dora"):
             raise HypergenError(f"{folder} is a DoRA adapter; hypergen handles plain LoRA only.")
+        for name in ("rank_pattern", "alpha_pattern"):
+            if cfg.get(name):  # per-module ranks or scales: one alpha/r for all modules would be silently wrong
+                raise HypergenError(f"{cfg_path}: field {name!r} is set; hypergen handles adapters with one rank and one alpha for every module.")
         try:
             tensors = load_file(str(w_path))
         except (SafetensorError, OSError, ValueError) as e:
@@ -171,18 +216,101 @@ class LoraWeights:
             m = _PEFT_KEY.match(key)
             if not m:
                 raise HypergenError(f"{w_path}: unexpected tensor {key!r}; hypergen loads LoRA A/B weights of linear layers only.")
+            if not t.is_floating_point():
+                raise HypergenError(f"{w_path}: tensor {key!r} is {t.dtype}; LoRA weights must be floating point. Re-export the adapter.")
+            if t.ndim != 2:
+                raise HypergenError(f"{w_path}: tensor {key!r} has shape {tuple(t.shape)}; LoRA weights are 2-D.")
+            if not torch.isfinite(t).all():
+                raise HypergenError(f"{w_path}: tensor {key!r} holds NaN or inf values; the adapter is broken (diverged training?). Re-train or re-export it.")
             pairs.setdefault(m["path"], {})[m["ab"]] = t
+        if not pairs:
+            raise HypergenError(f"{w_path} holds no LoRA tensors. Re-export the adapter.")
         modules = {}
         for path, ab in pairs.items():
             if set(ab) != {"A", "B"}:
                 raise HypergenError(f"{w_path}: module {path} has lora_{''.join(ab)} but not both lora_A and lora_B.")
             modules[path] = (ab["A"], ab["B"])
-        r = cfg.get("r", 8)
-        alpha = float(cfg.get("lora_alpha", r))
+        rank = next(iter(modules.values()))[0].shape[0]  # every module's rank is checked by __post_init__
+        r = cfg.get("r", rank)
+        if r != rank or isinstance(r, bool):  # peft refuses such a folder; a wrong r also means a wrong scale
+            raise HypergenError(f"{cfg_path}: field 'r' is {r!r} but the tensors in {WEIGHTS_NAME} have rank {rank}; set \"r\": {rank}.")
+        alpha = cfg.get("lora_alpha", r)
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+            raise HypergenError(f"{cfg_path}: field 'lora_alpha' is {alpha!r}; it must be a finite positive number (commonly 2 * r).")
+        alpha = float(alpha)
         if cfg.get("use_rslora"):
             alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha/sqrt(r); fold it so alpha/r holds
-        meta = json.loads((folder / "hypergen.json").read_text()) if (folder / "hypergen.json").is_file() else {}
-        return cls(dict(sorted(modules.items(), key=lambda kv: _natural_key(kv[0]))), alpha, cfg.get("base_model_name_or_path") or "", meta)
+        if alpha / r > MAX_SCALE:
+            raise HypergenError(f"{cfg_path}: field 'lora_alpha' is {cfg['lora_alpha']!r}, a scale alpha/r of {alpha / r:.3g}: not a plausible LoRA scale (at most {MAX_SCALE:g}).")
+        meta = _read_json_object(folder / META_NAME) if (folder / META_NAME).is_file() else {}
+        try:
+            return cls(dict(sorted(modules.items(), key=lambda kv: _natural_key(kv[0]))), alpha, cfg.get("base_model_name_or_path") or "", meta)
+        except HypergenError as e:
+            raise HypergenError(f"{w_path}: {e}") from None
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HypergenError(f"{path} is not valid JSON (line {e.lineno}): {e.msg}. Fix or re-export it.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HypergenError(f"{path} cannot be read as JSON text: {e}.") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
+        raise HypergenError(f"{path} holds {kind}, not a JSON object ({{...}}). Fix or re-export it.")
+    return data
+
+
+def _fsynced(write: Callable[[Path], None], path: Path) -> None:
+    write(path)
+    os.chmod(path, FILE_MODE)  # safetensors and mkstemp leave 0600
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())  # the rename that follows must not land before the bytes
+
+
+def _save_new(writers: dict[str, Callable[[Path], None]], folder: Path) -> None:
+    """Build the folder as a hidden sibling and rename it into place; on failure remove it and any parent
+    this call created."""
+    created = [p for p in (folder.parent, *folder.parent.parents) if not p.exists()]  # deepest first
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            for name, write in writers.items():
+                _fsynced(write, tmp / name)
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700
+            os.rename(tmp, folder)  # a non-empty `folder` made meanwhile makes this fail; nothing is merged
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing left after a successful rename
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _save_into(writers: dict[str, Callable[[Path], None]], folder: Path, stale: list[str]) -> None:
+    """Write every file under a temporary name inside `folder` first, then rename them over the old ones
+    (config last), so a failure while writing leaves the folder untouched. Renaming files, not the folder,
+    keeps the user's other files and a shell's working directory intact."""
+    staged: dict[str, Path] = {}
+    try:
+        for name, write in writers.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=folder)
+            os.close(fd)
+            staged[name] = Path(tmp)
+            _fsynced(write, staged[name])
+        for name, tmp in staged.items():
+            if name == CONFIG_NAME:
+                for old in stale:
+                    (folder / old).unlink(missing_ok=True)
+            os.replace(tmp, folder / name)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
 
 
 def _natural_key(path: str):

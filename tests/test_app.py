@@ -19,7 +19,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "app"))
-from app_support import SessionAdapters, generate_adapter, zoo_map  # noqa: E402
+import app_support  # noqa: E402
+from app_support import MAX_INPUT_CHARS, MAX_INPUT_TOKENS, MAX_INPUTS, SessionAdapters, generate_adapter, input_limit_error, zoo_map  # noqa: E402
 
 TRAINED = [n for n in api.list_generators() if get_family(n).trainable]
 SCRIPT = str(REPO_ROOT / "app" / "streamlit_app.py")
@@ -114,6 +115,44 @@ def test_long_description_shows_the_truncation_notice(app):
     assert any("truncated" in w.value for w in at.warning) and at.metric
 
 
+def test_too_many_input_lines_is_an_error_box_and_nothing_runs(app):
+    at = submit(app, ANTONYM, "\n".join(f"word{i}" for i in range(MAX_INPUTS + 1)))
+    assert not at.exception and f"at most {MAX_INPUTS}" in at.error[0].value
+    assert not at.metric and not at.table and at.session_state["result"] is None
+
+
+def test_an_input_line_over_the_token_limit_is_an_error_box(app):
+    at = submit(app, ANTONYM, "hot")
+    clean(at)
+    # the tiny tokenizer is byte-level: one token per character
+    at = submit(at, ANTONYM, "hot\n" + "a" * (MAX_INPUT_TOKENS + 1), button="Answer inputs")
+    assert not at.exception and at.error[0].value.startswith(f"Input line 2 is {MAX_INPUT_TOKENS + 1} tokens long")
+    assert not at.table  # and the answers to "hot" are gone: they would read as answers to these inputs
+    at = submit(at, ANTONYM, "a" * MAX_INPUT_TOKENS, button="Answer inputs")  # exactly at the limit runs
+    clean(at)
+    assert list(at.table[0].value.index) == ["a" * MAX_INPUT_TOKENS]
+
+
+def test_the_zoo_map_encodes_under_the_generation_lock(app, monkeypatch):
+    from hypergen.text import FakeEncoder
+
+    held, encode = [], FakeEncoder.encode
+
+    def spy(self, texts):
+        held.append(app_support.GENERATE_LOCK.locked())  # nothing else runs here: locked means held by this call
+        return encode(self, texts)
+
+    monkeypatch.setattr(FakeEncoder, "encode", spy)
+    at = submit(app, ANTONYM)
+    clean(at)
+    assert len(held) >= 2 and all(held), held  # generation's encode and the zoo map's
+    assert "your description" in str(at.get("vega_lite_chart")[1].proto)
+    held.clear()
+    at = submit(at, ANTONYM, "hot", button="Answer inputs")  # a rerun draws the stored map: no encode at all
+    clean(at)
+    assert not held and len(at.get("vega_lite_chart")) == 2
+
+
 @pytest.mark.parametrize("family", TRAINED[:1])
 def test_trained_family_without_a_checkpoint_is_an_error_box(app, family):
     app.selectbox[0].select(family)
@@ -195,6 +234,50 @@ def test_least_recently_used_slot_is_dropped_and_reloaded(tiny_zoo, tiny_path):
             assert len(sessions.model.adapters) <= 2
 
 
+def by_chars(texts):
+    return [len(t) for t in texts]
+
+
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        ([], None),
+        (["hot"] * MAX_INPUTS, None),
+        (["a" * MAX_INPUT_TOKENS], None),
+        (["hot"] * (MAX_INPUTS + 1), f"{MAX_INPUTS + 1} input lines: at most {MAX_INPUTS} at a time"),
+        (["hot", "a" * (MAX_INPUT_TOKENS + 1)], f"Input line 2 is {MAX_INPUT_TOKENS + 1} tokens long: at most {MAX_INPUT_TOKENS} tokens per line"),
+        (["a" * 300, "hot", "b" * 400], "Input lines 1, 3 are too long"),
+        (["hot", "a" * (MAX_INPUT_CHARS + 1)], f"Input line 2 is {MAX_INPUT_CHARS + 1:,} characters long: at most {MAX_INPUT_TOKENS} tokens"),
+    ],
+    ids=["none", "max-lines", "max-tokens", "too-many-lines", "long-line", "two-long-lines", "huge-line"],
+)
+def test_input_limits(texts, message):
+    got = input_limit_error(texts, by_chars)
+    assert got is None if message is None else got.startswith(message), got
+
+
+def test_input_limits_count_tokens_not_characters():
+    def tokens(texts):  # a tokenizer that packs 4 characters into a token
+        return [-(-len(t) // 4) for t in texts]
+
+    assert input_limit_error(["a" * (4 * MAX_INPUT_TOKENS)], tokens) is None
+    assert "tokens long" in input_limit_error(["a" * (4 * MAX_INPUT_TOKENS + 1)], tokens)
+
+
+def test_input_limits_refuse_a_huge_line_without_tokenizing():
+    def tokenizer(texts):
+        raise AssertionError("tokenized megabytes under the shared lock")
+
+    assert "characters long" in input_limit_error(["x" * 10_000_000], tokenizer)
+    assert "input lines" in input_limit_error(["x"] * 10_000, tokenizer)
+
+
+def test_count_tokens_uses_the_base_models_tokenizer(resident):
+    sessions = SessionAdapters(resident)
+    assert sessions.count_tokens(["hot", "", "a" * 300]) == [3, 0, 300]  # byte-level: a token per byte
+    assert sessions.count_tokens(["é"]) == [2]
+
+
 def test_zoo_map_places_an_expert_description_on_its_expert():
     emb = torch.nn.functional.normalize(torch.randn(5, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
     rows = zoo_map(emb, list("abcde"), emb[2])
@@ -204,20 +287,21 @@ def test_zoo_map_places_an_expert_description_on_its_expert():
 
 
 # ---- the command line -----------------------------------------------------------------------------
-def test_app_command_serves_the_page_with_its_options(monkeypatch):
-    import subprocess
+def test_app_command_becomes_the_server_with_its_options(monkeypatch, capsys):
+    import os
 
     from hypergen import app_cli
 
     seen = {}
 
-    def fake_call(cmd, env):
-        seen.update(cmd=cmd, env=env)
-        return 0
+    def fake_execve(path, cmd, env):
+        seen.update(path=path, cmd=cmd, env=env)
 
-    monkeypatch.setattr(subprocess, "call", fake_call)
-    assert app_cli.app(port=8599, zoo="/z", base="/b", encoder="fake", generator="mix", device="cpu") == 0
+    monkeypatch.setattr(os, "execve", fake_execve)
+    app_cli.app(port=8599, zoo="/z", base="/b", encoder="fake", generator="mix", device="cpu")
+    assert "hypergen app: http://127.0.0.1:8599" in capsys.readouterr().err
     cmd = seen["cmd"]
+    assert seen["path"] == sys.executable
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("app/streamlit_app.py")
     assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.headless") + 1] == "true"

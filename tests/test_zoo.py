@@ -146,7 +146,11 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
 
     packed = zoo.pack(tmp_path / "packed")  # int8 per-row absmax
-    seeded = build_zoo(replace(cfg, out=str(tmp_path / "fresh"), seed_from=str(tmp_path / "packed")))  # a fresh machine
+    fresh = replace(cfg, out=str(tmp_path / "fresh"), seed_from=str(tmp_path / "packed"))  # a fresh machine
+    with pytest.raises(HypergenError, match=r"antonyms \(select last -> val_loss\). Use --refresh"):
+        build_zoo(fresh)  # the seed's antonyms was trained another way than this build asks
+    assert Zoo(tmp_path / "fresh").names() == []  # refused before a seed expert was copied
+    seeded = build_zoo(replace(fresh, tasks=["uppercase"]))  # every seed expert is adopted; uppercase needs no training
     assert seeded.names() == names and seeded.record("antonyms").seconds == zoo.record("antonyms").seconds  # adopted, not retrained
     assert packed.names() == names and not (packed.folder("antonyms") / "trajectory").exists()
     got, want = packed.weights("antonyms"), zoo.weights("antonyms")

@@ -17,7 +17,7 @@ from pathlib import Path
 from hypergen import paths
 from hypergen.errors import HypergenError
 from hypergen.zoo.expert import ExpertConfig, train_expert
-from hypergen.zoo.store import ExpertRecord, Zoo, safe_name
+from hypergen.zoo.store import ExpertRecord, Zoo, ZooConfig, safe_name
 
 
 @dataclass
@@ -107,6 +107,56 @@ def outdated(record, expert: ExpertConfig) -> bool:
     return any(have.get(k) != want[k] for k in _TRAINING_FIELDS)
 
 
+def changed_settings(record, expert: ExpertConfig) -> dict[str, tuple]:
+    """{field: (recorded, asked)} for the training fields this expert was trained with otherwise. Fields
+    the record predates are left out: an older hypergen set them, not a flag of this build (26 shipped
+    experts have no "select"; they must keep resuming, and --refresh still retrains them)."""
+    want = json.loads(json.dumps(expert.to_dict()))
+    return {k: (record.config[k], want[k]) for k in _TRAINING_FIELDS if k in record.config and record.config[k] != want[k]}
+
+
+def _meta(cfg: BuildConfig) -> dict:
+    """What a zoo's manifest records about the build that made it."""
+    suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
+    return {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
+
+
+def _refuse_another_config(zoo: Zoo, cfg: BuildConfig, then: str) -> None:
+    """Generators stack a zoo's experts: one of another rank or layout would crash every one of them later."""
+    meta = _meta(cfg)
+    have, want = zoo.config(), ZooConfig.of(meta["lora"], meta["base_model"])
+    if have is not None and have.changes(want):
+        raise HypergenError(f"The zoo at {zoo.root} holds {have}; this build asks for {', '.join(have.changes(want))}: {then}.")
+
+
+def open_zoo(cfg: BuildConfig) -> Zoo:
+    """The zoo at cfg.out, made or reconciled, after checking it holds experts this build can add to."""
+    zoo = Zoo(cfg.out, create=True, meta=_meta(cfg))  # reconciles a killed build before any rank writes
+    _refuse_another_config(zoo, cfg, "build into another --out")
+    zoo.record_meta(_meta(cfg))
+    return zoo
+
+
+def _refuse_changed_settings(zoo: Zoo, seed: Zoo | None, names: list[str], cfg: BuildConfig) -> None:
+    """A changed --lr or --steps would otherwise skip the built experts and report success."""
+    changed: dict[str, list[str]] = {}
+    for n in names:
+        source = zoo if zoo.has(n) else seed if seed is not None and seed.has(n) else None
+        if source is None:
+            continue
+        diff = changed_settings(source.record(n), cfg.expert)
+        if diff:
+            changed.setdefault(", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()), []).append(n)
+    if not changed:
+        return
+    n = sum(len(v) for v in changed.values())
+    groups = "; ".join(f"{', '.join(v[:4])}{f' and {len(v) - 4} more' if len(v) > 4 else ''} ({k})" for k, v in changed.items())
+    raise HypergenError(
+        f"{n} experts this build would keep in {zoo.root} were trained with other settings: {groups}. "
+        "Use --refresh to retrain them, rerun with their settings to resume, or pick other tasks with --tasks."
+    )
+
+
 def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]:
     from hypergen.eval.scoring import score_instances
 
@@ -167,18 +217,16 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
 
 def build_zoo(cfg: BuildConfig) -> Zoo:
     """Build (or resume) the zoo at cfg.out; returns it."""
-    plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
-    suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
-    meta = {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
-    zoo = Zoo(cfg.out, create=True, meta=meta)  # reconciles a killed build before any rank writes
-    if cfg.seed_from:
+    _, _, names = plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
+    zoo = open_zoo(cfg)
+    seed = Zoo(cfg.seed_from) if cfg.seed_from else None
+    if seed is not None:
+        _refuse_another_config(seed, cfg, "it cannot seed this build")
+    if not cfg.refresh:
+        _refuse_changed_settings(zoo, seed, names, cfg)  # before a seed expert is copied or any training starts
+    if seed is not None:
         # continue from a shipped zoo on a fresh machine: its experts are kept (final weights only, no
         # trajectory), so only the missing tasks are trained
-        seed = Zoo(cfg.seed_from)
-        import json
-
-        if seed.meta.get("lora") != json.loads(json.dumps(meta["lora"])) or seed.meta.get("base_model") != meta["base_model"]:
-            raise HypergenError(f"{cfg.seed_from} was built with another LoRA spec or base model; it cannot seed this build.")
         for rec in seed.records():
             if not zoo.has(rec.name):
                 zoo.add(rec, seed.weights(rec.name), None)
@@ -201,7 +249,7 @@ def build_multitask(cfg: BuildConfig, steps: int = 400, per_task: int = 100) -> 
     from hypergen.base import load_base
 
     suite, split, names = plan(cfg)
-    zoo = Zoo(cfg.out, create=True)
+    zoo = open_zoo(cfg)  # the multi-task LoRA sits beside the experts: the same config
     examples = []
     for n in names:
         train = instances(suite.get(n), split, "train")[:per_task]  # balanced: big tasks must not drown small ones

@@ -11,6 +11,9 @@
 Each expert folder is written under a temporary name and renamed into place when complete, and the
 folder (not the manifest) is the source of truth: a build killed between the rename and the manifest
 write is reconciled on the next open. So a SIGKILL at any moment loses at most the expert in training.
+
+The manifest's "lora" and "base_model" say what every expert shares (ZooConfig): generators stack the
+experts, so one zoo holds one rank, alpha, set of target modules and base model.
 """
 
 from __future__ import annotations
@@ -62,6 +65,33 @@ class ExpertRecord:
         return self.expert_score["main"] - self.base_score["main"]
 
 
+@dataclass(frozen=True)
+class ZooConfig:
+    """What every expert of one zoo shares: LoraSpec's layout fields and the base model's name."""
+
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    layers: tuple[int, ...] | None
+    base_model: str
+
+    @classmethod
+    def of(cls, lora: dict, base_model: str) -> ZooConfig:
+        """From a LoraSpec dict (the manifest's "lora", a record's config["lora"])."""
+        layers = lora.get("layers")
+        return cls(int(lora["rank"]), float(lora["alpha"]), tuple(lora["target_modules"]), None if layers is None else tuple(layers), base_model or "")
+
+    def __str__(self) -> str:
+        layers = "" if self.layers is None else f", layers {list(self.layers)}"
+        return f"rank-{self.rank} experts (alpha {self.alpha:g}, {'/'.join(self.target_modules)}{layers}, {self.base_model or 'base model unrecorded'})"
+
+    def changes(self, other: ZooConfig) -> list[str]:
+        """Where `other` differs from this config, as `other`'s values ("rank 4", "alpha 8")."""
+        words = {"rank": f"rank {other.rank}", "alpha": f"alpha {other.alpha:g}", "target_modules": "/".join(other.target_modules),
+                 "layers": f"layers {'all' if other.layers is None else list(other.layers)}", "base_model": f"base {other.base_model}"}
+        return [w for k, w in words.items() if getattr(self, k) != getattr(other, k) and not (k == "base_model" and not self.base_model)]
+
+
 def safe_name(task_name: str) -> str:
     return task_name.replace("/", "__")
 
@@ -84,16 +114,55 @@ class Zoo:
             if not create:
                 raise HypergenError(f"{self.root} is not a zoo (no {MANIFEST}); build one with `hypergen zoo build` or pass --zoo.")
             (self.root / "experts").mkdir(parents=True, exist_ok=True)
-            self._manifest = {"version": 1, **(meta or {}), "experts": []}
+            # expert folders without a manifest (it was deleted to recover): their config, not this build's, is the zoo's
+            adopting = any((self.root / "experts").glob(f"*/{RECORD}"))
+            self._manifest = {"version": 1, **({} if adopting else meta or {}), "experts": []}
             self._write_manifest()
-        self._manifest = json.loads((self.root / MANIFEST).read_text())
+        self._manifest = self._read_manifest()
         if create:
             self._reconcile()
+
+    def _read_manifest(self) -> dict:
+        """The manifest, checked: a hand-edited or truncated one gets a message, not a traceback later."""
+        path = self.root / MANIFEST
+        try:
+            m = json.loads(path.read_text())
+            if not isinstance(m, dict) or not isinstance(m.get("experts"), list):
+                raise ValueError("not an object with an 'experts' list")
+            for r in m["experts"]:
+                ExpertRecord(**r)  # TypeError on a missing or unknown key, or a row that is not an object
+            if "lora" in m:
+                ZooConfig.of(m["lora"], "")
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise HypergenError(
+                f"{path} is corrupt ({why}): restore it (the shipped zoo: `git checkout zoo/{MANIFEST}`) or delete it and rerun "
+                f"`hypergen zoo build --out {self.root}` with the build's settings, which re-adopts every finished expert in {self.root / 'experts'}."
+            ) from None
+        return m
 
     # ---- reading -------------------------------------------------------------------------------
     @property
     def meta(self) -> dict:
         return {k: v for k, v in self._manifest.items() if k != "experts"}
+
+    def config(self) -> ZooConfig | None:
+        """The experts' shared config: from the manifest, or for a manifest without one (written before
+        zoos recorded it, or recreated over existing experts) from the first expert; None for an empty zoo."""
+        if "lora" in self._manifest:
+            return ZooConfig.of(self._manifest["lora"], self._manifest.get("base_model", ""))
+        if not self._manifest["experts"]:
+            return None
+        first = self._manifest["experts"][0]
+        path = self.folder(first["name"]) / "adapter_config.json"
+        peft = json.loads(path.read_text()) if path.is_file() else {}  # r, lora_alpha, full module paths
+        base = self._manifest.get("base_model") or peft.get("base_model_name_or_path") or ""
+        if "lora" in first.get("config", {}):
+            return ZooConfig.of(first["config"]["lora"], base)
+        if not peft:
+            return None
+        targets = tuple(sorted({p.rsplit(".", 1)[-1] for p in peft["target_modules"]}))
+        return ZooConfig(int(peft["r"]), float(peft["lora_alpha"]), targets, None, base)
 
     def records(self) -> list[ExpertRecord]:
         return [ExpertRecord(**r) for r in self._manifest["experts"]]
@@ -170,9 +239,19 @@ class Zoo:
 
         with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._manifest = json.loads((self.root / MANIFEST).read_text())
+            self._manifest = self._read_manifest()
             change(self._manifest)
             self._write_manifest()
+
+    def record_meta(self, meta: dict) -> None:
+        """Add the keys of `meta` the manifest lacks (a zoo made before they were recorded, or over adopted experts)."""
+
+        def add(m: dict) -> None:
+            experts = m.pop("experts")  # stays last, as in a manifest written with its meta
+            m.update({k: v for k, v in meta.items() if k not in m}, experts=experts)
+
+        if set(meta) - set(self._manifest):
+            self._update_manifest(add)
 
     def set_multitask(self, record: ExpertRecord, weights: LoraWeights, dtype=torch.float16) -> None:
         with atomic_folder(self.root / MULTITASK) as tmp:
