@@ -29,8 +29,8 @@ demo: models  ## the main job once: a description -> an adapter from the shipped
 test: install  ## the whole suite, real-model integration tests included
 	HYPERGEN_REQUIRE_REAL=1 $(BIN)/python -m pytest -q
 
-test-fast: install  ## tiny models only
-	$(BIN)/python -m pytest -q -m "not integration"
+test-fast: install  ## tiny models only, and nothing slow (wheel build, app server, browser)
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
 bench: install
 	$(BIN)/python bench/swap.py

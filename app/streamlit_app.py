@@ -16,6 +16,7 @@ from app_support import MAX_INPUT_TOKENS, MAX_INPUTS, SessionAdapters, descripti
 
 from hypergen import api
 from hypergen.errors import HypergenError
+from hypergen.identity import base_name
 
 log = logging.getLogger("hypergen.app")
 ZOO = os.environ.get("HYPERGEN_APP_ZOO") or None
@@ -100,7 +101,8 @@ with st.sidebar:
     generator = st.selectbox("Generator", names, index=names.index(DEFAULT) if DEFAULT in names else 0, help="Trained families need their checkpoint; baselines work on any zoo.")
     samples = st.number_input("Samples", 1, 16, 1, help="More than one: the adapter is their mean and their spread is the uncertainty.")
     max_new_tokens = st.slider("Max new tokens", 4, 256, 32)
-    st.caption(f"zoo: {ZOO or api.default_zoo_path()}  \nbase: {BASE or 'SmolLM2-135M-Instruct'}  \nencoder: {ENCODER}")
+    zoo = ZOO or call("Finding the zoo", api.default_zoo_path)
+    st.caption(f"zoo: {zoo}  \nbase: {base_name(BASE)}  \nencoder: {ENCODER}")
 
 st.title("hypergen")
 st.write("Describe a task in words and get a LoRA adapter for the base model, made from a zoo of trained experts.")

@@ -2,20 +2,32 @@
 
 Heavy objects (base model, encoder, generators) are loaded once per process and kept resident, so a
 second call costs only the work it asks for.
+
+Where things are found when not given:
+- the zoo: HYPERGEN_ZOO, else the shipped zoo/ of the source checkout, else the zoo `hypergen zoo
+  build` made in the cache (paths.home()/zoo/bigbench);
+- a generator's checkpoint, in this order: an explicit folder (--checkpoint), then the user's trained
+  one in the cache (paths.home()/generators/NAME, where `hypergen train` writes), then the shipped one
+  (HYPERGEN_GENERATORS/NAME, else the source checkout's generators/NAME).
+A `pip install .` puts the package in site-packages, away from the checkout's zoo/ and generators/:
+point HYPERGEN_ZOO and HYPERGEN_GENERATORS at them (e.g. in a clone of the repository).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import importlib.metadata as md
+import json
+import os
 import platform
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypergen import paths
 from hypergen.errors import HypergenError
+from hypergen.identity import base_name, require_same_base
 
 PACKAGES = ("hypergen", "torch", "transformers", "peft", "pytorch-lightning", "sentence-transformers", "wandb", "streamlit", "typer")
 
@@ -46,7 +58,10 @@ def _encoder(name: str):
 
 
 def info(base: str | None = None, device: str = "auto") -> dict:
-    """Facts about this installation; loads nothing heavy beyond torch."""
+    """Facts about this installation; loads nothing heavy beyond torch.
+
+    base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
+    """
     import torch
 
     from hypergen import assets
@@ -60,7 +75,7 @@ def info(base: str | None = None, device: str = "auto") -> dict:
         except md.PackageNotFoundError:
             versions[p] = None
     return {
-        "base_model": base_path.name if base else assets.SMOLLM2_NAME,
+        "base_model": base_name(base),
         "base_model_path": str(base_path),
         "base_model_ready": (base_path / "config.json").is_file(),
         "encoder": assets.MINILM_NAME,
@@ -85,7 +100,12 @@ def answer(
     max_new_tokens: int = 64,
 ) -> list[str]:
     """Answer inputs with the resident base, optionally with a PEFT adapter folder active.
-    A bare string is one input. Safe to call from several threads: each call answers with its own adapter."""
+    A bare string is one input. Safe to call from several threads: each call answers with its own adapter.
+
+    adapter: a PEFT adapter folder to activate. description: put this task description in the prompt.
+    base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
+    max_new_tokens: the longest answer, in tokens.
+    """
     from hypergen.lora import LoraWeights
 
     texts = _inputs(texts, "texts")
@@ -93,7 +113,7 @@ def answer(
         raise HypergenError("Empty input: give the text to answer, e.g. hypergen answer \"What is 2+2?\".")
     if description is not None and not _text(description, "description").strip():
         raise HypergenError("Empty --description: describe the task in words or leave the option out.")
-    _integer(max_new_tokens, "max_new_tokens", 1)
+    _integer(max_new_tokens, "max_new_tokens", 1, MAX_NEW_TOKENS)
     weights = LoraWeights.load(adapter) if adapter is not None else None
     with _LOAD_LOCK:
         model = resident(base, device)
@@ -156,17 +176,59 @@ def _script_note(text: str) -> str | None:
 
 
 def setup(bigbench: bool = False) -> dict[str, str]:
-    """Download and convert the models (and optionally BIG-bench) into the cache; idempotent."""
+    """Download and convert the models (and optionally BIG-bench) into the cache; idempotent.
+
+    bigbench: also fetch the BIG-bench tasks (358 MB download).
+    """
     from hypergen import assets
 
     return assets.setup(bigbench=bigbench)
 
 
+DATA_SOURCES = ("bigbench",)
+
+
+def fetch_data(source: str, force: bool = False) -> Path:
+    """Download a task source from PyPI and extract only its task files into the cache; returns their folder.
+
+    force: extract again even if present.
+    """
+    if source not in DATA_SOURCES:
+        raise HypergenError(f"Unknown data source {source!r}; available: {', '.join(DATA_SOURCES)}. For Super-NaturalInstructions, pass your folder with --suite.")
+    from hypergen.tasks import fetch_bigbench
+
+    return fetch_bigbench(force=force)
+
+
+# ---- where the shipped zoo and generators are (module docstring) --------------------------------
+def _checkout() -> Path | None:
+    """The source checkout hypergen runs from (an editable install or the repo on sys.path), else None."""
+    return paths.REPO_ROOT if paths.is_checkout() else None
+
+
+def _shipped(env: str, folder: str) -> Path | None:
+    """$env when set, else the checkout's `folder`, else None (an installed wheel ships neither)."""
+    if os.environ.get(env):
+        path = Path(os.environ[env]).expanduser()
+        if not path.is_dir():
+            raise HypergenError(f"{env}={path} is not a folder: point it at the {folder}/ folder of a hypergen checkout, or unset it.")
+        return path
+    root = _checkout()
+    return root / folder if root is not None else None
+
+
 # ---- zoo ---------------------------------------------------------------------------------------
 def default_zoo_path() -> Path:
-    """The shipped zoo (repo zoo/) when present, else the local build folder."""
-    shipped = paths.REPO_ROOT / "zoo"
-    return shipped if (shipped / "manifest.json").is_file() else paths.home() / "zoo" / "bigbench"
+    """The zoo used when none is given: HYPERGEN_ZOO, else the checkout's shipped zoo/, else the cache build."""
+    shipped = _shipped("HYPERGEN_ZOO", "zoo")
+    if shipped is not None and (os.environ.get("HYPERGEN_ZOO") or (shipped / "manifest.json").is_file()):
+        return shipped
+    built = paths.home() / "zoo" / "bigbench"
+    if (built / "manifest.json").is_file():
+        return built
+    where = f"in {shipped}" if shipped is not None else "beside the package: this is an installed copy, not a source checkout"
+    raise HypergenError(f"No zoo: the shipped zoo is not {where}, and none was built in {built}. "
+                        "Point HYPERGEN_ZOO at a zoo folder (e.g. zoo/ in a clone of hypergen), pass --zoo, or build one with `hypergen zoo build`.")
 
 
 def zoo(path: str | Path | None = None):
@@ -176,7 +238,10 @@ def zoo(path: str | Path | None = None):
 
 
 def zoo_list(path: str | Path | None = None) -> list[dict]:
-    """One dict per expert: name, description, steps, metric, base and expert scores."""
+    """One dict per expert: name, description, steps, metric, base and expert scores.
+
+    path: the zoo folder (default: HYPERGEN_ZOO, the shipped zoo/, else the cache build).
+    """
     z = zoo(path)
     return [
         {
@@ -192,19 +257,48 @@ def zoo_list(path: str | Path | None = None) -> list[dict]:
     ]
 
 
-def zoo_build(cfg) -> Path:
-    """Build or resume a zoo (BuildConfig); returns its folder."""
+@dataclass
+class ZooBuild:
+    """What zoo_build made. reports: whether this process reports it; with devices > 1 every process
+    launched runs the caller's code, and only the first (rank 0) should speak."""
+
+    root: Path
+    experts: int
+    reports: bool
+
+
+def zoo_build(cfg) -> ZooBuild:
+    """Build or resume a zoo (BuildConfig)."""
     from hypergen.zoo.build import build_zoo
 
-    return build_zoo(cfg).root
+    z = build_zoo(cfg)
+    # the launcher gives the processes it starts their rank in the environment; the first has none
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return ZooBuild(z.root, len(z), rank == "0")
 
 
 def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
+    """Train the multi-task LoRA baseline beside the zoo's experts (BuildConfig `cfg`: its tasks and expert
+    training settings, whose step count and checkpoint choice this overrides); returns its record.
+
+    steps: optimizer steps of the multi-task LoRA. per_task: train instances taken from each task (balanced).
+    """
     from dataclasses import asdict
 
     from hypergen.zoo.build import build_multitask
 
     return asdict(build_multitask(cfg, steps=steps, per_task=per_task))
+
+
+def zoo_report(path: str | Path | None = None, out: str | Path = "docs/zoo.md", command: str = "hypergen zoo build --limit 60 --steps 100") -> Path:
+    """Write the zoo table (base vs expert score per task) and its summary line as Markdown; returns the file.
+
+    path: the zoo folder (default: HYPERGEN_ZOO, the shipped zoo/, else the cache build). out: the Markdown file to write.
+    command: the command that built the zoo, quoted in the report.
+    """
+    from hypergen.zoo.report import write_report
+
+    return write_report(zoo(path), out, command)
 
 
 def zoo_pack(source: str | Path, dest: str | Path) -> Path:
@@ -218,6 +312,7 @@ def zoo_pack(source: str | Path, dest: str | Path) -> Path:
 DEFAULT_GENERATOR = "sg"
 FALLBACK_GENERATOR = "mix"  # used while the default has no trained checkpoint (e.g. before one ships)
 MAX_DESCRIPTION_CHARS = 4000
+MAX_NEW_TOKENS = 2048  # per answer
 MAX_SAMPLES = 64  # each sample is a whole adapter in memory; 10,000 would need ~50 GB
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 NON_LATIN_SHARE = 0.3  # at least this share of non-Latin letters gets the English-only warning
@@ -228,16 +323,31 @@ _LOAD_LOCK = threading.RLock()  # two threads' first calls load one model, not t
 
 
 def generators_dir() -> Path:
-    """Shipped generator checkpoints (repo generators/), else the local cache."""
-    shipped = paths.REPO_ROOT / "generators"
-    return shipped if any(shipped.glob("*/generator.json")) else paths.home() / "generators"
+    """The user's trained checkpoints: where `hypergen train` writes, and looked in before the shipped ones."""
+    return paths.home() / "generators"
+
+
+def shipped_generators_dir() -> Path | None:
+    """The shipped checkpoints: HYPERGEN_GENERATORS, else the checkout's generators/, else None."""
+    return _shipped("HYPERGEN_GENERATORS", "generators")
+
+
+def checkpoint_path(name: str, checkpoint: str | Path | None = None) -> Path | None:
+    """The checkpoint generator `name` loads, in one order: `checkpoint` when given, then the user's
+    trained one (generators_dir()/name), then the shipped one; None when there is none."""
+    if checkpoint is not None:
+        return Path(checkpoint).expanduser()
+    for root in (generators_dir(), shipped_generators_dir()):
+        if root is not None and (root / name / "generator.json").is_file():
+            return root / name
+    return None
 
 
 def default_generator() -> str:
-    """DEFAULT_GENERATOR when it needs no checkpoint or its checkpoint exists, else the best baseline that needs none."""
+    """DEFAULT_GENERATOR when it needs no checkpoint or has one, else the best baseline that needs none."""
     from hypergen.generators import get_family
 
-    if not get_family(DEFAULT_GENERATOR).trainable or (generators_dir() / DEFAULT_GENERATOR / "generator.json").is_file():
+    if not get_family(DEFAULT_GENERATOR).trainable or checkpoint_path(DEFAULT_GENERATOR) is not None:
         return DEFAULT_GENERATOR
     return FALLBACK_GENERATOR
 
@@ -261,20 +371,32 @@ def bank(zoo_path: str | None = None, encoder_name: str = "minilm"):
     return b
 
 
-@functools.lru_cache(maxsize=8)
-def get_generator(name: str | None = None, zoo_path: str | None = None, encoder_name: str = "minilm", checkpoint: str | None = None):
-    """A ready generator: trained families load their checkpoint, baselines are built on the bank."""
-    from hypergen.generators import build, get_family, load_generator
+def get_generator(name: str | None = None, zoo_path: str | None = None, encoder_name: str = "minilm", checkpoint: str | None = None, base_model: str | None = None):
+    """A ready generator: trained families load their checkpoint (checkpoint_path's order; `.checkpoint`
+    says which), baselines are built on the bank. base_model: the name of the base in use, which the
+    checkpoint must have been made for (None: the zoo's)."""
+    from hypergen.generators import get_family
 
     name = name or default_generator()
-    cls = get_family(name)  # unknown names list the registered ones
-    b = bank(zoo_path, encoder_name)
-    if not cls.trainable:
+    folder = None
+    if get_family(name).trainable:  # unknown names list the registered ones
+        folder = checkpoint_path(name, checkpoint)
+        if folder is None:
+            shipped = shipped_generators_dir()
+            looked = f"{generators_dir() / name} or {shipped / name}" if shipped else f"{generators_dir() / name} (no shipped generators: set HYPERGEN_GENERATORS to a generators/ folder)"
+            raise HypergenError(f"No trained {name} generator in {looked}; train it with `hypergen train {name}`.")
+        folder = str(folder.resolve())
+    return _generator(name, zoo_path, encoder_name, folder, base_model)
+
+
+@functools.lru_cache(maxsize=8)
+def _generator(name: str, zoo_path: str | None, encoder_name: str, folder: str | None, base_model: str | None):
+    from hypergen.generators import build, load_generator
+
+    b = bank(zoo_path, encoder_name)  # built with this encoder: load_generator refuses a checkpoint trained on another
+    if folder is None:
         return build(name, b)
-    folder = Path(checkpoint) if checkpoint else generators_dir() / name
-    if not (folder / "generator.json").is_file():
-        raise HypergenError(f"No trained {name} generator at {folder}; train it with `hypergen train {name}`.")
-    return load_generator(folder, b, family=name)
+    return load_generator(folder, b, family=name, base_model=base_model)
 
 
 def generate(
@@ -296,12 +418,22 @@ def generate(
     prompt_description: bool = False,
 ):
     """Description in, adapter out (and active in the resident base). Returns a GenerationResult with
-    `.answers` when inputs are given (a bare string is one input). Encoder, generator and base stay
-    resident between calls. out: write the adapter there as a PEFT folder (force: replace an existing
-    adapter folder or write into a non-empty one). samples: 1..MAX_SAMPLES; seed: 0..2**63-1.
-    prompt_description: answer the inputs with the description in the prompt as well as in the adapter
-    (on held-out tasks sg's ROUGE-L goes 0.173 -> 0.240: `sg+desc` in docs/results/heldout).
-    Safe to call from several threads: each call's inputs are answered with its own adapter."""
+    `.answers` when inputs are given and `.checkpoint`, the checkpoint folder a trained generator loaded
+    (None for baselines). Encoder, generator and base stay resident between calls.
+    Safe to call from several threads: each call's inputs are answered with its own adapter.
+
+    generator: the generator family (default: the best by evaluation; `hypergen generators` lists them).
+    samples: adapters to sample, 1 to MAX_SAMPLES (64; the spread is reported; the adapter is their mean).
+    seed: the sampling seed, 0 to 2**63-1. out: write the adapter there as a PEFT folder.
+    force: let out replace an existing adapter folder or write into a non-empty folder (other files are kept).
+    inputs: answer these with the adapter active (a bare string is one input).
+    activate: make the adapter active in the resident base. zoo_path: the zoo folder (default: HYPERGEN_ZOO, the
+    shipped zoo/, else the cache build). checkpoint: the generator's checkpoint folder (default: the user's
+    trained one in the cache, else the shipped one). base: a local Hugging Face model folder instead of
+    SmolLM2. device: auto, cpu or cuda. encoder_name: the description encoder, minilm (real) or fake (tests).
+    max_new_tokens: the longest answer to each input, in tokens. prompt_description: answer the inputs
+    with the description in the prompt as well as in the adapter (held-out ROUGE-L of sg: 0.173 -> 0.240).
+    """
     import time
     import warnings
 
@@ -311,17 +443,21 @@ def generate(
     _integer(samples, "samples", 1, MAX_SAMPLES, " (each sample is a whole adapter held in memory)")
     if seed is not None:
         _integer(seed, "seed", 0, MAX_SEED, " (2**63-1)")
-    _integer(max_new_tokens, "max_new_tokens", 1)
+    _integer(max_new_tokens, "max_new_tokens", 1, MAX_NEW_TOKENS)
     inputs = _inputs(inputs, "inputs")
     notes = []
     if len(description) > MAX_DESCRIPTION_CHARS:
         notes.append(f"Description truncated from {len(description)} to {MAX_DESCRIPTION_CHARS} characters.")
         description = description[:MAX_DESCRIPTION_CHARS]
     notes += [n for n in [_script_note(description)] if n]
+    if generator is None and default_generator() != DEFAULT_GENERATOR:
+        notes.append(f"No trained {DEFAULT_GENERATOR} checkpoint was found, so the {FALLBACK_GENERATOR} baseline made this adapter: "
+                     f"set HYPERGEN_GENERATORS to the shipped generators/ folder, or train one with `hypergen train {DEFAULT_GENERATOR}`.")
     with _LOAD_LOCK:
-        gen = get_generator(generator, zoo_path, encoder_name, checkpoint)
-        enc = encoder(encoder_name)
         model = resident(base, device) if (activate or inputs) else None  # loaded once, outside the timings
+        made_for = model.name if model is not None else base_name(base) if base is not None else None
+        gen = get_generator(generator, zoo_path, encoder_name, checkpoint, base_model=made_for)
+        enc = encoder(encoder_name)
     with _GENERATE_LOCK:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
@@ -333,9 +469,9 @@ def generate(
     notes += [str(w.message) for w in caught if "Description is" in str(w.message)]
     res.warnings = notes + res.warnings
     timings = {"encode": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000}
+    res.checkpoint = getattr(gen, "checkpoint", None)
     if model is not None:
-        if res.weights.base_model and res.weights.base_model != model.name:
-            raise HypergenError(f"The zoo was built for base model {res.weights.base_model!r}, but the loaded base is {model.name!r}.")
+        require_same_base(res.weights.base_model, model.name, f"The zoo at {zoo_path or default_zoo_path()}")
         res.weights.validate_for(model.model, model.name)  # before anything is written or activated
     if out is not None:
         # written before activation: a refused or failed save leaves the resident model as it was
@@ -366,10 +502,16 @@ def train(
     init: str | Path | None = None,
     **family_config,
 ) -> dict:
-    """Train a generator family on the zoo (TrainConfig `cfg`); writes its checkpoint to `out`
-    (default: the cache's generators/NAME; `hypergen train --out generators/NAME` to ship it).
-    `init`: a saved checkpoint of the same family to start from (e.g. a recon run before sft);
-    its config is kept, so `family_config` must be empty then."""
+    """Train a generator family on the zoo (TrainConfig `cfg`) and write its checkpoint; returns the
+    training summary. `family_config`: the family's own config fields (e.g. hidden=32).
+
+    zoo_path: the zoo folder (default: HYPERGEN_ZOO, the shipped zoo/, else the cache build).
+    out: the checkpoint folder (default: the cache's generators/NAME, which generate then finds by name;
+    `--out generators/NAME` in a checkout to ship it). encoder_name: the description encoder, minilm (real)
+    or fake (tests). base: the base model folder, for the sft objective. device: auto, cpu or cuda.
+    init: a saved checkpoint of the same family to start from (e.g. a recon run, then the sft objective);
+    its config is kept, so `family_config` must be empty then.
+    """
     from hypergen.generators import ExpertBank, build, get_family, load_generator
     from hypergen.generators.train import TrainConfig, train_generator
 
@@ -394,7 +536,7 @@ def train(
         from hypergen.generators.sft import prepare_sft
 
         sft = prepare_sft(b, z, resident(base, device), cfg)
-    out = Path(out) if out else paths.home() / "generators" / name
+    out = Path(out) if out else generators_dir() / name
     run_name = name
     if init is not None:  # a warm-started run never resumes a cold one's checkpoints (or vice versa)
         import hashlib
@@ -430,8 +572,3 @@ def validation_error(gen, z, names, encoder_name: str = "minilm") -> dict:
     return {"rel_l2_dW": per, "mean": sum(per.values()) / max(1, len(per))}
 
 
-def evaluate(cfg, progress: bool = True) -> dict:
-    """Run or resume the evaluation protocol (EvalConfig); returns the summary."""
-    from hypergen.eval.protocol import run
-
-    return run(cfg, progress=progress)

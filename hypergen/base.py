@@ -372,17 +372,17 @@ def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: to
     from transformers.utils import logging as hf_logging
 
     from hypergen import assets
+    from hypergen.identity import base_name
 
     hf_logging.disable_progress_bar()  # a 0.5 s load needs no bar; conversion prints its own message
 
+    name = base_name(path)  # adapters, zoos and generators record this name
     if path is None:
         path = assets.ensure_smollm2()
-        name = assets.SMOLLM2_NAME
     else:
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise HypergenError(f"{path} is not a Hugging Face model folder (no config.json); pass a folder saved with save_pretrained.")
-        name = path.name  # adapters record this name; the default folder is named after the model
     dev = pick_device(device)
     t = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(dev)

@@ -13,14 +13,14 @@ from hypergen.errors import HypergenError
 class LoraSpec:
     """Which LoRA an expert or generator produces.
 
-    rank: LoRA rank r. alpha: scale numerator (delta W = alpha / r * B A).
+    rank: LoRA rank r. alpha: scale numerator (delta W = alpha / r * B A); None = 2 * rank.
     target_modules: linear-layer names inside each decoder block (Text-to-LoRA uses q_proj, v_proj).
     layers: which decoder layers; None = all of them.
     init_seed: seed for A's random init when training from scratch.
     """
 
     rank: int = 8
-    alpha: float = 16.0
+    alpha: float | None = None
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     layers: tuple[int, ...] | None = None
     init_seed: int = 0
@@ -28,6 +28,8 @@ class LoraSpec:
     def __post_init__(self):
         if self.rank < 1:
             raise HypergenError(f"LoraSpec.rank must be >= 1; got {self.rank}.")
+        if self.alpha is None:
+            self.alpha = 2.0 * self.rank  # a scale of 2 at every rank, as the zoo was built
         if self.alpha <= 0:
             raise HypergenError(f"LoraSpec.alpha must be > 0; got {self.alpha}.")
         if not self.target_modules:

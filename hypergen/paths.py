@@ -9,6 +9,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The source checkout in an editable install; in an installed wheel, just site-packages."""
+SHIPPED_DATA = Path(__file__).resolve().parent / "_shipped"
+"""Where a wheel carries the committed data files (setup.py copies data/splits and data/descriptions)."""
+
+
+def shipped_data(rel: str) -> Path:
+    """A committed data file ("splits/bigbench.json"): data/<rel> in a source checkout, the wheel's copy
+    otherwise, so `pip install .` finds the split and the training descriptions too."""
+    return REPO_ROOT / "data" / rel if is_checkout() else SHIPPED_DATA / rel
+
+
+def is_checkout() -> bool:
+    """Whether hypergen runs from its source tree (an editable install or the repo on sys.path)."""
+    return (REPO_ROOT / "pyproject.toml").is_file()
 
 
 def home() -> Path:

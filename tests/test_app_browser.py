@@ -27,7 +27,9 @@ SCREENSHOT = os.environ.get("HYPERGEN_SCREENSHOT")
 DESCRIPTION = "Give the antonym of the word: the word with the opposite meaning."
 
 
-def _browser():
+@pytest.fixture()
+def browser():
+    """(chromium, chromedriver); asked for before `server`, so a missing browser skips before the app starts."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     missing = [n for n, p in (("chromium", chromium), ("chromium-driver", driver)) if not p]
@@ -50,13 +52,9 @@ def _free_port() -> int:
 
 
 def _serve_command(port: int, zoo: str, base: str) -> list[str]:
-    """`hypergen app ...` when the CLI has the command, else the same function called directly."""
+    """`hypergen app ...` on the tiny zoo and model."""
     opts = {"port": port, "zoo": zoo, "base": base, "encoder": "fake", "generator": "mix", "device": "cpu"}
-    from hypergen.cli import app as cli
-
-    if any(c.name == "app" for c in cli.registered_commands):
-        return [sys.executable, "-m", "hypergen.cli", "app", *[x for k, v in opts.items() for x in (f"--{k}", str(v))]]
-    return [sys.executable, "-c", f"from hypergen.app_cli import app; app(**{opts!r})"]
+    return [sys.executable, "-m", "hypergen.cli", "app", *[x for k, v in opts.items() for x in (f"--{k}", str(v))]]
 
 
 @pytest.fixture()
@@ -79,8 +77,8 @@ def server(tiny_zoo, tiny_path, tmp_path):
         log.close()
 
 
-def test_describe_generate_and_answer_in_chromium(server, tmp_path):
-    chromium, chromedriver = _browser()
+def test_describe_generate_and_answer_in_chromium(browser, server, tmp_path):
+    chromium, chromedriver = browser
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait

@@ -79,3 +79,99 @@ def test_console_script_exits_nonzero_on_error(tiny_path):
     exe = sys.executable.replace("python", "hypergen") if sys.executable.endswith("python") else "hypergen"
     p = subprocess.run([exe, "answer", "", "--base", str(tiny_path)], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+# ---- options come from the typed API: cli.py restates no default ------------------------------------
+def test_help_imports_nothing_heavy():
+    """`hypergen --help` builds every light command; train, eval and zoo build wait until invoked."""
+    code = (
+        "import sys; from typer.main import get_command; from typer.testing import CliRunner; import hypergen.cli as c; "
+        "r = CliRunner().invoke(c.app, ['--help']); assert r.exit_code == 0 and 'train' in r.stdout and 'eval' in r.stdout, r.output; "
+        "print([m for m in ('torch', 'pytorch_lightning', 'transformers') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def captured(monkeypatch, module, name, result=None):
+    """Replace module.name by a recorder of its arguments."""
+    calls = []
+    monkeypatch.setattr(module, name, lambda *a, **kw: calls.append((a, kw)) or result)
+    return calls
+
+
+def test_no_option_given_means_the_configs_own_defaults(monkeypatch):
+    from dataclasses import replace
+
+    from hypergen import api
+    from hypergen.eval import protocol
+    from hypergen.generators.train import TrainConfig
+    from hypergen.zoo.build import BuildConfig
+
+    built = captured(monkeypatch, api, "zoo_build", api.ZooBuild("z", 0, True))
+    assert run("zoo", "build").exit_code == 0
+    assert built[0][0] == (BuildConfig(),)
+
+    multi = captured(monkeypatch, api, "zoo_multitask", {"n_train": 0, "config": {"tasks": []}, "seconds": 0})
+    assert run("zoo", "multitask").exit_code == 0
+    assert multi[0] == ((BuildConfig(),), {})  # steps and per_task: zoo_multitask's own defaults
+
+    trained = captured(monkeypatch, api, "train", {"global_rank": 1})
+    assert run("train", "sg").exit_code == 0
+    assert trained[0] == (("sg", replace(TrainConfig(), progress=True)), {})
+
+    evaluated = captured(monkeypatch, protocol, "run", {})
+    assert run("eval", "--json").exit_code == 0
+    assert evaluated[0] == ((protocol.EvalConfig(),), {"progress": False})
+
+    generated = captured(monkeypatch, api, "generate")
+    run("generate", "a task")
+    assert generated[0] == (("a task",), {"activate": False})
+
+
+def test_given_options_reach_the_nested_config(monkeypatch):
+    from hypergen import api
+    from hypergen.eval import protocol
+
+    built = captured(monkeypatch, api, "zoo_build", api.ZooBuild("z", 0, True))
+    r = run("zoo", "build", "--rank", "4", "--steps", "3", "--tasks", "a", "--tasks", "b", "--no-oracle", "--layers", "0", "--logger", "none")
+    assert r.exit_code == 0, r.output
+    cfg = built[0][0][0]
+    assert (cfg.expert.lora.rank, cfg.expert.lora.alpha, cfg.expert.lora.layers) == (4, 8.0, (0,))  # alpha = 2 * rank: LoraSpec's rule
+    assert (cfg.expert.steps, cfg.tasks, cfg.oracle, cfg.expert.logger) == (3, ["a", "b"], False, "none")
+
+    evaluated = captured(monkeypatch, protocol, "run", {})
+    assert run("eval", "--methods", "base", "--tasks", "x", "--no-controls", "--json").exit_code == 0
+    cfg = evaluated[0][0][0]
+    assert (cfg.methods, cfg.tasks, cfg.controls) == (("base",), ("x",), False)
+
+
+def test_a_build_reports_only_where_the_api_says(monkeypatch):
+    from hypergen import api
+
+    captured(monkeypatch, api, "zoo_build", api.ZooBuild("z", 3, False))  # another rank of a --devices N build
+    r = run("zoo", "build")
+    assert r.exit_code == 0 and r.stdout == ""
+    captured(monkeypatch, api, "zoo_build", api.ZooBuild("z", 3, True))
+    assert run("zoo", "build").stdout == "zoo: z (3 experts)\n"
+
+
+def test_help_shows_the_configs_defaults_and_docs():
+    from hypergen.zoo.expert import ExpertConfig
+
+    r = run("zoo", "build", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.split())
+    assert f"--steps <int> optimizer steps (at most; see max_epochs). [default: {ExpertConfig().steps}]" in text
+    assert "--rank" in text and "None = 2 * rank" in text and "--init-seed" not in text and "--progress" not in text
+
+
+def test_docstring_fields():
+    from hypergen.cli_options import docstring_fields
+
+    doc = """What it is.
+
+    a: the first (default: none). b / c_d: both
+    of these. e: `a: not a field` stays in e's text.
+    """
+    assert docstring_fields(doc, ["a", "b", "c_d", "e", "f"]) == {"a": "the first (default: none).", "b": "both of these.", "c_d": "both of these.", "e": "`a: not a field` stays in e's text."}

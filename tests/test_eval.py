@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hypergen.cli import app
+from hypergen.errors import HypergenError
+from hypergen.eval import EvalConfig
 from hypergen.paths import REPO_ROOT
 
 DEMO = str(REPO_ROOT / "data" / "demo" / "demo.jsonl")
@@ -45,10 +47,12 @@ def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
     assert r2.exit_code == 0 and len((tmp_path / "res" / "results.jsonl").read_text().splitlines()) == len(rows)
 
 
-@pytest.mark.parametrize("args, message", [(["--methods", "telepathy"], "Unknown method"), (["--split", "sideways"], "--split must be")])
+@pytest.mark.parametrize("args, message", [(["--methods", "telepathy"], "Unknown method"), (["--split", "sideways"], "'sideways' is not one of")])
 def test_bad_eval_input(tiny_zoo, tiny_path, tmp_path, args, message):
     r = run(tiny_zoo, tiny_path, tmp_path / "res", *args)
-    assert r.exit_code == 1 and message in r.stderr
+    assert r.exit_code != 0 and message in r.stderr and not (tmp_path / "res").exists()
+    with pytest.raises(HypergenError, match="--split must be"):  # the config refuses it too, for API callers
+        EvalConfig(suite=DEMO, split="sideways")
 
 
 def test_desc_variant_puts_the_description_in_the_prompt_next_to_the_adapter(tiny_zoo, tiny_path, tmp_path, monkeypatch):
@@ -119,8 +123,8 @@ def test_calibration_compares_abmll_samples_and_resumes_from_its_cache(tiny_zoo,
     torch.manual_seed(0)
     abmll = build("abmll", api.bank(str(tiny_zoo.root), "fake"), init_post_var=1.0)  # untrained, wide posterior
 
-    def with_tiny_abmll(name=None, zoo_path=None, encoder_name="minilm", checkpoint=None):
-        return abmll if name == "abmll" else real(name, zoo_path, encoder_name, checkpoint)
+    def with_tiny_abmll(name=None, zoo_path=None, encoder_name="minilm", checkpoint=None, **kw):
+        return abmll if name == "abmll" else real(name, zoo_path, encoder_name, checkpoint, **kw)
 
     monkeypatch.setattr(api, "get_generator", with_tiny_abmll)
     out = tmp_path / "res"
@@ -145,7 +149,7 @@ def test_calibration_compares_abmll_samples_and_resumes_from_its_cache(tiny_zoo,
 def test_bar_checks_the_best_family_against_the_targets():
     from types import SimpleNamespace
 
-    from hypergen.eval.protocol import bar
+    from hypergen.eval.stats import bar
     from hypergen.eval.report import report_markdown
 
     def m(main, rouge, **kw):

@@ -178,7 +178,8 @@ def _rows(task, method, main, nll, mc):
 def test_each_family_counts_once_and_multiple_choice_is_apart_from_generation():
     from types import SimpleNamespace
 
-    from hypergen.eval.protocol import EvalConfig, summarize
+    from hypergen.eval.protocol import EvalConfig
+    from hypergen.eval.stats import summarize
     from hypergen.eval.report import report_markdown
 
     # family "big" holds three generation tasks at 0.9; "a" and "b" one task each at 0.0 / 0.3;

@@ -164,7 +164,7 @@ def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path, monkeypatch):
 def test_training_only_tensors_are_saved_apart_and_not_needed_to_generate(name, tiny_bank, tmp_path):
     """A CVAE's posterior encoder goes to training.safetensors; without it (as shipped) the generator
     generates the same adapter but refuses to train on."""
-    from hypergen.generators.base import TRAINING_FILE
+    from hypergen.generators import TRAINING_FILE
     from hypergen.generators.train import TrainConfig, train_generator
 
     gen = make(name, tiny_bank, tmp_path, steps=4)
@@ -189,7 +189,8 @@ def test_training_only_tensors_are_saved_apart_and_not_needed_to_generate(name, 
 def test_default_generator_needs_a_checkpoint_only_when_trainable(monkeypatch, tmp_path):
     from hypergen import api
 
-    monkeypatch.setattr(api, "generators_dir", lambda: tmp_path)  # no checkpoints at all
+    monkeypatch.setattr(api, "generators_dir", lambda: tmp_path)  # no checkpoints at all: none trained
+    monkeypatch.setenv("HYPERGEN_GENERATORS", str(tmp_path))  # and none shipped
     for name in ("nearest", "mix"):
         monkeypatch.setattr(api, "DEFAULT_GENERATOR", name)
         assert api.default_generator() == name
@@ -198,3 +199,45 @@ def test_default_generator_needs_a_checkpoint_only_when_trainable(monkeypatch, t
     (tmp_path / "sg").mkdir()
     (tmp_path / "sg" / "generator.json").write_text("{}")
     assert api.default_generator() == "sg"
+
+
+def test_a_checkpoint_is_refused_on_another_encoder_or_base(tiny_bank, tmp_path):
+    """load_generator names both sides: the encoder (name and dim) and the base a checkpoint was made for."""
+    from hypergen.generators import ExpertBank
+
+    gen = build("sg", tiny_bank)
+    gen.save(tmp_path / "sg")
+    meta = json.loads((tmp_path / "sg" / "generator.json").read_text())
+    assert meta["encoder"] == "fake" and meta["encoder_dim"] == tiny_bank.dim
+    b = tiny_bank
+    other = ExpertBank(b.names, b.emb, b.variants, b.flat, b.traj, b.layout, {**b.meta, "encoder": "all-MiniLM-L6-v2"})
+    with pytest.raises(HypergenError, match="trained on 'fake' description embeddings, but the encoder in use is 'all-MiniLM-L6-v2'"):
+        load_generator(tmp_path / "sg", other)
+    with pytest.raises(HypergenError, match="made for base model 'tiny-llama', but the loaded base is 'SmolLM2-360M-Instruct'"):
+        load_generator(tmp_path / "sg", tiny_bank, base_model="SmolLM2-360M-Instruct")
+    moved = ExpertBank(b.names, b.emb, b.variants, b.flat, b.traj, b.layout, {**b.meta, "base_model": "SmolLM2-360M-Instruct"})
+    with pytest.raises(HypergenError, match="made for base model 'tiny-llama'"):
+        load_generator(tmp_path / "sg", moved)  # the bank's base when none is given
+    meta["encoder_dim"] = b.dim + 1
+    (tmp_path / "sg" / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(HypergenError, match=f"{b.dim + 1}-dim description embeddings"):
+        load_generator(tmp_path / "sg", tiny_bank)
+    for k in ("encoder", "encoder_dim"):  # a checkpoint older than these records loads
+        meta.pop(k)
+    (tmp_path / "sg" / "generator.json").write_text(json.dumps(meta))
+    assert load_generator(tmp_path / "sg", other).checkpoint == tmp_path / "sg"
+
+
+def test_mix_builds_its_adapter_once(tiny_bank, monkeypatch):
+    """The exact rank-K*r mix is made in sample() and returned as is: no rank-r adapter is unflattened
+    from the flat vector only to be thrown away (2 experts: 2 unflattens, not 2 + 3 samples + their mean)."""
+    import hypergen.generators.baselines as baselines
+    from hypergen.generators import Layout
+
+    mixes, unflattens = [], []
+    real_mix, real_unflatten = baselines.mix, Layout.unflatten
+    monkeypatch.setattr(baselines, "mix", lambda *a, **k: mixes.append(1) or real_mix(*a, **k))
+    monkeypatch.setattr(Layout, "unflatten", lambda self, *a, **k: unflattens.append(1) or real_unflatten(self, *a, **k))
+    res = build("mix", tiny_bank, top_k=2).generate(ENC.encode([ANTONYM])[0], samples=3)
+    assert (len(mixes), len(unflattens)) == (1, 2)
+    assert res.weights.rank == 2 * tiny_bank.layout.rank and len(res.samples) == 3 and all(s is res.weights for s in res.samples)

@@ -196,6 +196,12 @@ def test_task_vector_is_optional_and_joins_the_condition(tiny_bank, tmp_path):
     with pytest.raises(HypergenError, match="pass task_vector="):
         gen.generate(emb())  # the vector of the previous call does not linger
 
+    # the task vector reaches sample() as an argument; a family without that condition refuses it
+    with torch.no_grad():
+        assert torch.equal(gen.sample(emb(), 1, torch.Generator().manual_seed(0), {"task_vector": tv[0]}).flat[0], a)
+    with pytest.raises(HypergenError, match="The sg generator takes no task_vector; its extra conditions: none"):
+        build("sg", tiny_bank).generate(emb(), task_vector=tv[0])
+
     gen.save(tmp_path / "tv")
     back = load_generator(tmp_path / "tv", tiny_bank, family="icm")
     assert back.config.task_vector_dim == T

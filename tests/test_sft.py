@@ -88,7 +88,7 @@ def test_families_without_adapter_for_training_are_refused(sft, tiny_bank):
 def test_prepare_refuses_another_base(tiny_zoo, resident):
     bank = ExpertBank.from_zoo(tiny_zoo, FakeEncoder(), trajectories=False)
     bank.meta["base_model"] = "SmolLM2-360M-Instruct"
-    with pytest.raises(HypergenError, match="built for base model 'SmolLM2-360M-Instruct'"):
+    with pytest.raises(HypergenError, match="made for base model 'SmolLM2-360M-Instruct'"):
         prepare_sft(bank, tiny_zoo, resident, sft_cfg())
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import tarfile
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -383,6 +384,67 @@ def test_load_suite_rejects_unknown_paths(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(HypergenError, match="found no task files"):
         load_suite(tmp_path)
+
+
+# --- task readers: a format registered here, as a plugin would, with no edit to hypergen ---------
+
+
+def is_tsv(path):
+    return any(path.glob("*.tsv")) if path.is_dir() else path.suffix == ".tsv"
+
+
+def load_tsv(path):
+    """One task per .tsv file: a description line, then input<TAB>output rows."""
+    tasks = []
+    for file in [path] if path.is_file() else sorted(path.glob("*.tsv")):
+        description, *rows = file.read_text().splitlines()
+        pairs = [row.split("\t") for row in rows]
+        tasks.append(Task(file.stem, [description], [Instance(i, [o]) for i, o in pairs], source="tsv"))
+    return TaskSuite(tasks)
+
+
+@pytest.fixture()
+def tsv_reader(monkeypatch):
+    from hypergen.tasks import core, register_reader
+
+    monkeypatch.setattr(core, "_READERS", dict(core._READERS))  # the registration ends with the test
+    register_reader("tsv", is_tsv, load_tsv, describes="a .tsv of input<TAB>output rows under a description")
+
+
+def test_a_registered_reader_is_picked_by_load_suite(tsv_reader, tmp_path):
+    (tmp_path / "antonyms.tsv").write_text("Give the opposite word.\nhot\tcold\nbig\tsmall\n")
+    for path in (tmp_path, tmp_path / "antonyms.tsv"):
+        task = load_suite(path).get("antonyms")
+        assert task.source == "tsv" and task.description == "Give the opposite word."
+        assert task.instances == [Instance("hot", ["cold"]), Instance("big", ["small"])]
+    # Readers registered earlier are asked first: a folder that is also JSONL stays JSONL.
+    write_lines(tmp_path / "t.jsonl", [{"task": "copy", "input": "x", "output": "x", "description": "Copy."}])
+    assert load_suite(tmp_path).names() == ["copy"]
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(HypergenError, match=r"not a task file.*\.tsv of input"):  # the message lists it
+        load_suite(tmp_path / "notes.txt")
+
+
+def test_readers_are_registered_once_in_order():
+    from hypergen.tasks import readers, register_reader
+
+    assert [r.name for r in readers()][:3] == ["bigbench", "jsonl", "sni"]
+    with pytest.raises(HypergenError, match="'jsonl' is already registered"):
+        register_reader("jsonl", is_tsv, load_tsv, describes="another jsonl")
+
+
+def test_core_imports_no_reader():
+    """Readers import core, never the reverse: hypergen.tasks registers them (no import circle)."""
+    import ast
+
+    from hypergen.tasks import core, readers
+
+    tree = ast.parse(Path(core.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    reader_modules = {r.load.__module__.rsplit(".", 1)[-1] for r in readers()}  # bigbench, jsonl, sni
+    assert reader_modules == {"bigbench", "jsonl", "sni"}
+    assert not {m.rsplit(".", 1)[-1] for m in imported} & reader_modules
 
 
 def test_task_needs_a_description():

@@ -15,11 +15,13 @@ Then: means over tasks and over families (each BIG-bench top-level task counts o
 and generation apart, with bootstrap CIs; the content metric (NLL of the reference answer); paired-bootstrap CIs of each method's
 difference to the multi-task LoRA, the share of the base-to-oracle gap closed, the aligned-minus-control
 gap (gibberish / another task's description), and calibration on held-out multiple-choice tasks.
+
+This module plans, runs and resumes; methods.py says what each method is and what makes its adapter,
+stats.py computes the summary from the rows.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import random
@@ -31,32 +33,14 @@ from typing import Literal
 from hypergen import paths
 from hypergen.base import machine
 from hypergen.errors import HypergenError
+from hypergen.eval.methods import BASE, BASE_PROMPTED, GIBBERISH, ORACLE, PROMPTED, Method, adapter, all_methods, sources
+from hypergen.eval.stats import family, summarize
 
-REFERENCE = ("base", "base_desc", "oracle")
-GENERATORS = ("multitask", "nearest", "mix", "lego", "icm", "sg", "abmll")
-ALL_METHODS = ("base", "base_desc", *GENERATORS, "oracle")
-GIBBERISH = "qxv blorp zint wembly frask dool"
 ANSWER_SLACK = 4  # tokens allowed past the task's longest reference answer
 PROB_DIGITS = 6  # option probabilities kept in results.jsonl (for calibration); ECE/Brier move < 1e-5
-CONTROLLED = ("nearest", "mix", "lego", "icm", "sg", "abmll")  # methods whose output depends on the description
-PROMPTED = "+desc"  # suffix: METHOD+desc = METHOD's adapter with the description in the prompt as well
 KEY_VERSION = 2  # of the row key; results.jsonl rows of version 1 (scores only) carry none
 ANSWER_CHARS = 200  # each answer kept in results.jsonl is cut to this many characters
 EXAMPLES = 3  # example answers per family in the report
-
-
-def parse_method(key: str) -> tuple[str, bool]:
-    """A method key -> (the method that makes the adapter, whether the description goes in the prompt).
-
-    `base_desc` is the base with the description; `sg+desc` is sg's adapter with it (`hypergen answer
-    --description`); `sg@gibberish` is a control row of sg.
-    """
-    name = key.split("@")[0]
-    if name == "base_desc":
-        return "base", True
-    if name.endswith(PROMPTED):
-        return name[: -len(PROMPTED)], True
-    return name, False
 
 
 @dataclass
@@ -64,8 +48,9 @@ class EvalConfig:
     """One evaluation run.
 
     suite: "bigbench" (with the committed split) or a path load_suite reads (then every task counts as
-    unseen). split: heldout | seen | all. methods: keys of ALL_METHODS, or a generator's or the
-    oracle's key + "+desc" (its adapter with the description in the prompt too). instances: test instances per
+    unseen). split: heldout | seen | all. methods: Method strings (methods.py): base, base_desc, oracle, a
+    registered generator family, or a family's or the oracle's name + "+desc" (its adapter with the
+    description in the prompt too); default all_methods(). instances: test instances per
     task (a seeded subset when fewer than the task has). seeds: K. controls: also score each
     description-dependent generator with a gibberish and another task's description (seed 0 only).
     zoo / oracle_zoo: expert zoos (the oracle zoo holds experts trained on held-out tasks only, for the
@@ -79,7 +64,7 @@ class EvalConfig:
 
     suite: str = "bigbench"
     split: Literal["heldout", "seen", "all"] = "heldout"
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = field(default_factory=all_methods)
     instances: int = 50
     seeds: int = 3
     controls: bool = True
@@ -97,10 +82,16 @@ class EvalConfig:
     bootstrap: int = 2000
 
     def __post_init__(self):
-        self.methods = tuple(self.methods)
-        unknown = [m for m in self.methods if m not in ALL_METHODS and not (m.endswith(PROMPTED) and parse_method(m)[0] in (*GENERATORS, "oracle"))]
+        self.methods = tuple(self.methods) if self.methods else all_methods()
+        unknown = []
+        for m in self.methods:
+            try:
+                if Method.parse(m).check().control:  # controls come with --controls, not by name
+                    unknown.append(m)
+            except HypergenError:
+                unknown.append(m)
         if unknown:
-            raise HypergenError(f"Unknown method(s) {unknown}; available: {', '.join(ALL_METHODS)}, and GENERATOR{PROMPTED} (its adapter with the description in the prompt).")
+            raise HypergenError(f"Unknown method(s) {unknown}; available: {', '.join(all_methods())}, and GENERATOR{PROMPTED} (its adapter with the description in the prompt).")
         if self.split not in ("heldout", "seen", "all"):
             raise HypergenError(f"--split must be heldout, seen or all; got {self.split!r}.")
         if self.instances < 1 or self.seeds < 1:
@@ -173,45 +164,10 @@ def _subset(test: list, n: int, seed: int) -> list:
     return random.Random(seed).sample(test, n)
 
 
-def _adapter(method: str, description: str, seed: int, et: EvalTask, cfg: EvalConfig, oracles: dict):
-    """LoraWeights for a method (None for the plain base)."""
-    from hypergen import api
-
-    if method == "base":
-        return None
-    if method == "oracle":
-        z = oracles.get(et.task.name)
-        return z.weights(et.task.name) if z is not None else None
-    res = api.generate(description, method, seed=seed, activate=False, zoo_path=cfg.zoo, encoder_name=cfg.encoder)
-    return res.weights
-
-
 # ---- row keys ----------------------------------------------------------------------------------
 def digest(obj) -> str:
     """A short content hash of a JSON-able value."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def files_hash(path: str | Path) -> str:
-    """Content hash of a file or of every file under a folder (dotfiles such as the zoo's .lock aside):
-    what a zoo, a generator checkpoint or an expert holds, wherever it was copied. Hashed once per
-    process while no file's size or mtime changes (the shipped zoo and generators take ~0.1 s)."""
-    root = Path(path)
-    if not root.exists():
-        return "missing"
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
-    stamp = tuple((f.relative_to(root).as_posix() if f != root else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _content_hash(str(root), stamp)
-
-
-@functools.lru_cache(maxsize=256)
-def _content_hash(root: str, stamp: tuple) -> str:
-    h = hashlib.sha256()
-    base = Path(root)
-    for rel, _, _ in stamp:
-        h.update(rel.encode() + b"\0")
-        h.update((base if base.is_file() else base / rel).read_bytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -221,45 +177,39 @@ class RowKeys:
     cfg: EvalConfig
     base: str  # the resident base model's name
     oracles: dict  # task -> the Zoo holding its oracle expert
-    _sources: dict = field(default_factory=dict)  # (method, task) -> sources, hashed once a run
+    _sources: dict = field(default_factory=dict)  # (method name, task) -> sources, hashed once a run
 
-    def sources(self, method: str, task: str) -> dict:
-        """What the method's adapter is made from, by content."""
-        from hypergen import api
-        from hypergen.generators import get_family
-
-        at = (method, task if method == "oracle" else None)
+    def sources(self, m: Method, task: str) -> dict:
+        """What the method's adapter is made from, by content (methods.sources), hashed once a run."""
+        at = (m.name, task if m.name == ORACLE else None)
         if at not in self._sources:
-            if method == "base":
-                src = {}
-            elif method == "oracle":
-                src = {"oracle": files_hash(self.oracles[task].folder(task))}
-            else:
-                src = {"zoo": files_hash(api.zoo(self.cfg.zoo).root), "encoder": self.cfg.encoder}
-                if get_family(method).trainable:
-                    src["generator"] = files_hash(api.generators_dir() / method)
-            self._sources[at] = src
+            self._sources[at] = sources(m, task, self.cfg.zoo, self.cfg.encoder, self.oracles)
         return self._sources[at]
 
-    def row(self, et: EvalTask, m: str, seed: int, desc: str, test: list, budget: int, long: bool = False) -> dict:
-        method, prompted = parse_method(m)
+    def row(self, et: EvalTask, m: Method | str, seed: int, desc: str | None, test: list, budget: int, long: bool = False) -> dict:
+        """desc: what the generator is given (ignored for the references, which take none)."""
+        m = Method.parse(m) if isinstance(m, str) else m
         return {
-            "version": KEY_VERSION, "task": et.task.name, "method": m, "seed": seed, "long": long,
+            "version": KEY_VERSION, "task": et.task.name, "method": str(m), "seed": seed, "long": long,
             "data": digest([[i.input, i.targets, i.options] for i in test]),  # the suite as read, the split, the draw
             "n": len(test),
             # what the generator is given (the base and the oracle take none), and what the prompt holds
-            "descriptions": digest([desc if method not in ("base", "oracle") else None, et.description if prompted else None]),
-            "base": self.base, "max_new_tokens": budget, **self.sources(method, et.task.name),
+            "descriptions": digest([desc if m.family is not None else None, et.description if m.prompt_description else None]),
+            "base": self.base, "max_new_tokens": budget, **self.sources(m, et.task.name),
         }
 
 
 @dataclass
 class Job:
     et: EvalTask
-    method: str  # a method key: "sg", "sg+desc", "sg@gibberish"
+    method: Method
     seed: int
-    description: str  # what the generator is given
     long: bool = False  # a long-budget row (answers only)
+
+    @property
+    def description(self) -> str | None:
+        """What the generator is given (None for the references)."""
+        return self.method.given(self.et.description, self.et.other_description)
 
 
 def _read_rows(rows_path: Path) -> list[dict]:
@@ -292,7 +242,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     done = {digest(r["key"]): r for r in old_rows}
     # oracle experts: the zoo's own for seen tasks; the separate oracle zoo for held-out ones
     oracles = {}
-    if any(parse_method(m)[0] == "oracle" for m in cfg.methods):
+    methods = [Method.parse(m) for m in cfg.methods]
+    if any(m.name == ORACLE for m in methods):
         zoos = [api.zoo(cfg.zoo)]
         if cfg.oracle_zoo and (Path(cfg.oracle_zoo) / "manifest.json").is_file():
             zoos.append(Zoo(cfg.oracle_zoo))
@@ -305,17 +256,14 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     jobs = []
     for et in tasks:
         for seed in range(cfg.seeds):
-            for m in cfg.methods:
-                if parse_method(m)[0] == "oracle" and et.task.name not in oracles:
+            for m in methods:
+                if m.name == ORACLE and et.task.name not in oracles:
                     continue
-                jobs.append(Job(et, m, seed, et.description))
+                jobs.append(Job(et, m, seed))
                 if cfg.long_budget and seed == 0:
-                    jobs.append(Job(et, m, 0, et.description, long=True))
+                    jobs.append(Job(et, m, 0, long=True))
             if cfg.controls and seed == 0:
-                for m in cfg.methods:
-                    if m in CONTROLLED:
-                        jobs.append(Job(et, f"{m}@gibberish", 0, GIBBERISH))
-                        jobs.append(Job(et, f"{m}@other", 0, et.other_description))
+                jobs += [Job(et, c, 0) for m in methods if m.controlled for c in m.controls()]
     budget = {et.task.name: answer_budget(res.tokenizer, et.test, cfg.max_new_tokens) for et in tasks}
 
     def key_of(j: Job, seed: int | None = None) -> dict:
@@ -329,25 +277,24 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
         for j, key in bar:
             et, m, seed = j.et, j.method, j.seed
             bar.set_postfix_str(f"{et.task.name[:30]} {m}")
-            method, prompted = parse_method(m)
             test = _subset(et.test, cfg.instances, seed)
             first = done.get(digest(key_of(j, 0))) if seed > 0 else None
             if first is not None and cfg.instances >= len(et.test):
                 row = {**first, "seed": seed, "seconds": 0.0, "repeat_of_seed": 0, "key": key}
             else:
                 t = time.perf_counter()
-                w = _adapter(method, j.description, seed, et, cfg, oracles)
+                w = adapter(m, j.description, seed, et.task.name, cfg.zoo, cfg.encoder, oracles)
                 if w is None:
                     res.deactivate()
                 else:
                     res.activate(w, name="evaluated")
-                prompt_desc = et.description if prompted else None
+                prompt_desc = et.description if m.prompt_description else None
                 if j.long:
                     s = score_instances(res, test, description=prompt_desc, max_new_tokens=cfg.long_budget, generate=True, options=False)
-                    row = {"task": et.task.name, "method": m, "seed": seed, "long": True, "rougeL": s.rougeL, "exact_match": s.exact_match, "n": s.n}
+                    row = {"task": et.task.name, "method": str(m), "seed": seed, "long": True, "rougeL": s.rougeL, "exact_match": s.exact_match, "n": s.n}
                 else:
                     s = score_instances(res, test, description=prompt_desc, max_new_tokens=budget[et.task.name], generate=True, nll=True)
-                    row = {"task": et.task.name, "method": m, "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None}
+                    row = {"task": et.task.name, "method": str(m), "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None}
                 row |= {"max_new_tokens": key["max_new_tokens"], "seconds": round(time.perf_counter() - t, 2)}
                 if s.option_probs is not None:
                     row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
@@ -370,7 +317,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     summary["scoring_minutes"] = round(sum(r["seconds"] for r in rows) / 60, 1)  # repeats count 0
     summary["machine"] = machine()
     default = (summary.get("bar") or {}).get("default") or api.DEFAULT_GENERATOR
-    shown = [m for m in ("base", "base_desc", default, "oracle") if m in cfg.methods]
+    shown = [m for m in (BASE, BASE_PROMPTED, default, ORACLE) if m in cfg.methods]
     ex = examples(tasks, rows, shown, cfg.instances)
     light = ("option_probs", "labels", "answers", "chosen", "key")
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "examples": ex, "rows": [{k: v for k, v in r.items() if k not in light} for r in rows]}, indent=2))
@@ -378,12 +325,6 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
 
     write_report(summary, cfg, out, ex)
     return summary
-
-
-def family(task: str) -> str:
-    """A task's family: its BIG-bench top-level task (hypergen.tasks.Task.family); in a suite without
-    families, the task itself."""
-    return task.split("/", 1)[0]
 
 
 def examples(tasks: list[EvalTask], rows: list[dict], methods: list[str], instances: int, k: int = EXAMPLES) -> list[dict]:
@@ -418,7 +359,7 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
     result: dict[str, dict] = {}
     by_method: dict[str, tuple[list, list]] = {}
     for r in rows:
-        if r["seed"] == 0 and "option_probs" in r and "@" not in r["method"]:
+        if r["seed"] == 0 and "option_probs" in r and not Method.parse(r["method"]).control:
             p, y = by_method.setdefault(r["method"], ([], []))
             p += r["option_probs"]
             y += r["labels"]
@@ -459,165 +400,3 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
     result[key] = {"ece": ece(p, y), "brier": brier(p, y), "accuracy": accuracy(p, y), "entropy": predictive_entropy(p), "mutual_information": sum(mi) / len(mi), "n": len(y)}
     return result
 
-
-def _bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float]:
-    if not values:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n))
-    return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
-
-
-METRICS = ("rougeL", "exact_match", "accuracy", "main", "nll")
-# the headline means: (name, metric, tasks) -- multiple choice and generation apart, since accuracy
-# and ROUGE-L are not on one scale, and the content metric on every task
-HEADLINE = (("main", "main", "all"), ("mc_accuracy", "accuracy", "mc"), ("gen_rougeL", "rougeL", "gen"), ("nll", "nll", "all"))
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
-
-
-def family_means(task_values: dict[str, float]) -> dict[str, float]:
-    """family -> the mean over its tasks: 11 subtasks of one family must not outweigh 16 other families."""
-    by: dict[str, list[float]] = {}
-    for t, v in task_values.items():
-        by.setdefault(family(t), []).append(v)
-    return {f: _mean(v) for f, v in by.items()}
-
-
-def summarize(rows: list[dict], cfg: EvalConfig, calib: dict | None = None) -> dict:
-    """Per-method means over tasks (each task's mean over seeds) with CIs over tasks, and over families
-    (each family's mean over its tasks) with CIs over families, multiple choice and generation apart;
-    differences to the multi-task LoRA (paired bootstrap over tasks), oracle-gap closed, control gaps,
-    and the long-budget ROUGE-L when it was scored."""
-    long = [r for r in rows if r.get("long")]
-    rows = [r for r in rows if not r.get("long")]
-    parts = {"all": {r["task"] for r in rows}, "mc": {r["task"] for r in rows if r.get("multiple_choice")}}
-    parts["gen"] = parts["all"] - parts["mc"]
-    per: dict[str, dict[str, dict[str, list[float]]]] = {}  # method -> task -> metric -> values over seeds
-    for r in rows:
-        for metric in METRICS:
-            if r.get(metric) is not None:
-                per.setdefault(r["method"], {}).setdefault(r["task"], {}).setdefault(metric, []).append(r[metric])
-
-    def task_means(method: str, metric: str) -> dict[str, float]:
-        return {t: sum(v[metric]) / len(v[metric]) for t, v in per.get(method, {}).items() if metric in v}
-
-    methods = {}
-    def order(k: str):  # references and generators in ALL_METHODS order, each +desc variant after its method, controls last
-        name = k.split("@")[0].removesuffix(PROMPTED)
-        return (k.count("@"), ALL_METHODS.index(name) if name in ALL_METHODS else 99, PROMPTED in k, k)
-
-    for m in sorted(per, key=order):
-        entry = {"tasks": len(per[m])}
-        for metric in METRICS:
-            tm = task_means(m, metric)
-            if tm:
-                vals = list(tm.values())
-                entry[metric] = sum(vals) / len(vals)
-                if metric in ("rougeL", "main"):
-                    entry["ci95" if metric == "rougeL" else "main_ci95"] = list(_bootstrap(vals, cfg.bootstrap))
-        for name, metric, part in HEADLINE:
-            tm = {t: v for t, v in task_means(m, metric).items() if t in parts[part]}
-            if tm:
-                entry[name] = _mean(tm.values())  # task-weighted
-                fm = list(family_means(tm).values())
-                entry[f"{name}_family"] = _mean(fm)
-                entry[f"{name}_family_ci95"] = list(_bootstrap(fm, cfg.bootstrap))
-        methods[m] = entry
-    short = {(r["task"], r["method"]): r["rougeL"] for r in rows if r["seed"] == 0 and r.get("rougeL") is not None}
-    for m, entry in methods.items():
-        tm = {r["task"]: r["rougeL"] for r in long if r["method"] == m}
-        if tm:
-            entry["rougeL_long"] = _mean(tm.values())
-            entry["rougeL_long_family"] = _mean(family_means(tm).values())
-            common = [t for t in tm if (t, m) in short]
-            if common:  # paired with the short budget's seed-0 answers to the same instances
-                entry["rougeL_long_minus_short"] = _mean(tm[t] - short[(t, m)] for t in common)
-    ref = "multitask"
-    for m, entry in methods.items():
-        for metric in ("rougeL", "main"):
-            a, b = task_means(m, metric), task_means(ref, metric)
-            common = sorted(set(a) & set(b))
-            if m != ref and common:
-                diffs = [a[t] - b[t] for t in common]
-                entry[f"{metric}_vs_multitask"] = sum(diffs) / len(diffs)
-                entry[f"{metric}_vs_multitask_ci95"] = list(_bootstrap(diffs, cfg.bootstrap))
-    if "oracle" in methods and "base" in methods:
-        for m, entry in methods.items():
-            for metric in ("rougeL", "main"):
-                o, b, x = task_means("oracle", metric), task_means("base", metric), task_means(m, metric)
-                common = sorted(set(o) & set(b) & set(x))
-                if common:
-                    gap = sum(o[t] - b[t] for t in common)
-                    if abs(gap) > 1e-9:
-                        entry[f"{metric}_oracle_gap_closed"] = sum(x[t] - b[t] for t in common) / gap
-                    if metric == "main":  # the same share with each family counting once
-                        fo = family_means({t: o[t] - b[t] for t in common})
-                        fx = family_means({t: x[t] - b[t] for t in common})
-                        if abs(sum(fo.values())) > 1e-9:
-                            entry["main_family_oracle_gap_closed"] = sum(fx.values()) / sum(fo.values())
-    controls = {}
-    for m in methods:
-        if "@" in m:
-            continue
-        for kind in ("gibberish", "other"):
-            c = f"{m}@{kind}"
-            if c in methods:
-                a, b = task_means(m, "main"), task_means(c, "main")
-                common = sorted(set(a) & set(b))
-                controls.setdefault(m, {})[f"aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
-                a, b = task_means(m, "rougeL"), task_means(c, "rougeL")
-                common = sorted(set(a) & set(b))
-                if common:
-                    controls[m][f"rougeL_aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
-    count = {f"{part}_{what}": len(names if what == "tasks" else {family(t) for t in names}) for part, names in parts.items() for what in ("tasks", "families")}
-    summary = {"split": cfg.split, "suite": cfg.suite, "tasks": count.pop("all_tasks"), "families": count.pop("all_families"), **count,
-               "seeds": cfg.seeds, "instances": cfg.instances, "rows": len(rows) + len(long), "long_budget": getattr(cfg, "long_budget", None),
-               "methods": methods, "controls": controls, "calibration": calib or {}}
-    summary["bar"] = bar(summary)
-    return summary
-
-
-FAMILIES = ("icm", "sg", "abmll")  # the generative families; multitask, nearest, mix and lego are baselines
-
-
-def bar(summary: dict) -> dict:
-    """The issue's targets for the best generative family (by the main metric): >= 2 ROUGE-L points
-    above the multi-task LoRA, at least the nearest expert, >= half the base-to-oracle gap closed, and
-    its gibberish control >= 3 points lower; on seen tasks, >= 95% of the oracle's main score. Also names the best selectable method overall and the
-    default: the best among those whose output depends on the description."""
-    ms = summary["methods"]
-    fams = [m for m in FAMILIES if ms.get(m, {}).get("main") is not None]
-    anyone = [m for m in GENERATORS if ms.get(m, {}).get("main") is not None]
-    if not fams:
-        return {}
-    best = max(fams, key=lambda m: ms[m]["main"])
-    e, c = ms[best], summary["controls"].get(best, {})
-    checks = []
-
-    def check(name, value, target):
-        checks.append({"check": name, "value": value, "target": target, "met": None if value is None else value >= target})
-
-    check("ROUGE-L minus multitask", e.get("rougeL_vs_multitask"), 0.02)
-    check("main minus multitask", e.get("main_vs_multitask"), 0.02)
-    near = ms.get("nearest", {})
-    check("main minus nearest", e["main"] - near["main"] if near.get("main") is not None else None, 0.0)
-    check("ROUGE-L minus nearest", e["rougeL"] - near["rougeL"] if near.get("rougeL") is not None and e.get("rougeL") is not None else None, 0.0)
-    check("oracle gap closed (main)", e.get("main_oracle_gap_closed"), 0.5)
-    check("main minus gibberish control", c.get("aligned_minus_gibberish"), 0.03)
-    check("ROUGE-L minus gibberish control", c.get("rougeL_aligned_minus_gibberish"), 0.03)
-    o = ms.get("oracle", {})
-    if summary["split"] == "seen" and o.get("main"):  # seen tasks: the zoo's own expert is the oracle
-        check("share of the oracle's main score (seen tasks)", e["main"] / o["main"], 0.95)
-    # the default generator: the best by the main metric among the methods that use the description
-    # (their answers with it beat those with a gibberish description by >= 3 ROUGE-L points);
-    # a description-blind adapter, however good on average, is not what "describe your task" promises
-    uses = [m for m in anyone if summary["controls"].get(m, {}).get("rougeL_aligned_minus_gibberish", -1) >= 0.03]
-    top = max(anyone, key=lambda m: ms[m]["main"])
-    default = max(uses, key=lambda m: ms[m]["main"]) if uses else top
-    if not summary["controls"]:  # without controls nothing shows which methods use the description
-        default = None
-    return {"best_family": best, "best_method": top, "default": default, "uses_description": uses, "checks": checks}

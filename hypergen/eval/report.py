@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypergen.eval.methods import BASE, ORACLE, Method, all_methods
+
 
 def _fmt(x, nd=3) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
@@ -24,11 +26,9 @@ def _cell(text: str) -> str:
 
 def command(cfg) -> str:
     """The command that reproduces the run (the options that differ from their defaults)."""
-    from hypergen.eval.protocol import ALL_METHODS
-
-    methods = tuple(getattr(cfg, "methods", ALL_METHODS))
+    methods = tuple(getattr(cfg, "methods", ()) or all_methods())
     return (f"hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
-            + ("".join(f" --methods {m}" for m in methods) if methods != ALL_METHODS else "")
+            + ("".join(f" --methods {m}" for m in methods) if methods != all_methods() else "")
             + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
             + (f" --long-budget {cfg.long_budget}" if getattr(cfg, "long_budget", None) else "") + f" --out {cfg.out}")
 
@@ -52,7 +52,7 @@ def headline(summary: dict) -> list[str]:
         "|---|---|---:|---|---:|---|---:|---|---:|---:|---:|",
     ]
     for m, e in s["methods"].items():
-        if "@" in m:
+        if Method.parse(m).control:
             continue
         cells = []
         for name in ("main", "mc_accuracy", "gen_rougeL", "nll"):
@@ -121,7 +121,7 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
         "|---|---:|---:|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for m, e in summary["methods"].items():
-        if "@" in m:
+        if Method.parse(m).control:
             continue
         diff = f"{e['main_vs_multitask']:+.3f} {_ci(e.get('main_vs_multitask_ci95'))}" if "main_vs_multitask" in e else "-"
         rdiff = f"{e['rougeL_vs_multitask']:+.3f} {_ci(e.get('rougeL_vs_multitask_ci95'))}" if "rougeL_vs_multitask" in e else "-"
@@ -169,12 +169,12 @@ def plot(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ms = [(m, e) for m, e in summary["methods"].items() if "@" not in m and e.get("main") is not None]
+    ms = [(m, e) for m, e in summary["methods"].items() if not Method.parse(m).control and e.get("main") is not None]
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(ms)), 3.2), dpi=120)
     xs = range(len(ms))
     vals = [e["main"] for _, e in ms]
     err = [[v - e["main_ci95"][0] for v, (_, e) in zip(vals, ms)], [e["main_ci95"][1] - v for v, (_, e) in zip(vals, ms)]] if all("main_ci95" in e for _, e in ms) else None
-    ax.bar(xs, vals, yerr=err, capsize=3, color=["#999" if m in ("base", "base_desc", "oracle") else "#3b7dd8" for m, _ in ms])
+    ax.bar(xs, vals, yerr=err, capsize=3, color=["#999" if Method.parse(m).name in (BASE, ORACLE) else "#3b7dd8" for m, _ in ms])
     ax.set_xticks(list(xs), [m for m, _ in ms], rotation=30, ha="right")
     ax.set_ylabel("main metric (macro)")
     ax.set_title(f"{summary['split']} tasks ({summary['tasks']})")

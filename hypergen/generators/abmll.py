@@ -49,8 +49,11 @@ import torch
 from torch import nn
 
 from hypergen.errors import HypergenError
-from hypergen.generators.base import ExpertBank, Generator, GeneratorConfig, Sampled, register_generator
+from hypergen.generators.bank import ExpertBank
+from hypergen.generators.base import Generator, GeneratorConfig
 from hypergen.generators.decoder import Normalizer, PerLayerDecoder
+from hypergen.generators.registry import register_generator
+from hypergen.generators.results import Sampled
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -90,6 +93,8 @@ class ABMLLConfig(GeneratorConfig):
 
 class ABMLL(Generator):
     trainable = True
+    stochastic = True
+    objectives = ("recon", "sft")
 
     def __init__(self, config: ABMLLConfig, bank: ExpertBank):
         super().__init__(config, bank)
@@ -150,7 +155,7 @@ class ABMLL(Generator):
         return self.norm.decode(phi), {"beta_kl": self.config.beta * self.kl(mean, var), "gamma_prior": self.gamma * self.hyperprior()}
 
     # ---- inference -----------------------------------------------------------------------------
-    def sample(self, cond, n, gen):
+    def sample(self, cond, n, gen, extra=None):
         mean, var = self.posterior(cond[None])  # (1, P) each
         if n == 1:
             z = mean

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hypergen.generators.base import Layout
+from hypergen.generators.layout import Layout
 
 
 class Normalizer(nn.Module):

@@ -51,19 +51,18 @@ are fitted (the tiny zoo is easy to memorise).
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from hypergen.errors import HypergenError
-from hypergen.generators.base import ExpertBank, GenerationResult, Generator, GeneratorConfig, Sampled, register_generator
-from hypergen.generators.decoder import AdapterEncoder, Normalizer, PerLayerDecoder, mlp
-
-# generate() in base.py hands sample() only the description embedding; the optional task vector for
-# one generate call travels beside it (per thread / task, so concurrent generate calls do not mix).
-_TASK_VECTOR: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("icm_task_vector", default=None)
+from hypergen.generators.bank import ExpertBank
+from hypergen.generators.base import GeneratorConfig
+from hypergen.generators.cvae import CVAEGenerator
+from hypergen.generators.decoder import Normalizer
+from hypergen.generators.registry import register_generator
+from hypergen.generators.results import Sampled
 
 
 @dataclass
@@ -89,19 +88,17 @@ class ICMConfig(GeneratorConfig):
             raise HypergenError(f"ICMConfig.task_vector_dim must be >= 0 (0 turns the task vector off); got {self.task_vector_dim}.")
 
 
-class ICMLoRA(Generator):
-    trainable = True
-    training_only = ("x_enc.", "q_z.")  # the posterior q(z | x, c): training only
+class ICMLoRA(CVAEGenerator):
+    """The CVAE core (cvae.py) with no offset and the prior N(0, I)."""
+
+    conditioning = ("task_vector",)  # generate(emb, task_vector=tv): the optional few-shot condition
 
     def __init__(self, config: ICMConfig, bank: ExpertBank):
         super().__init__(config, bank)
         L, H, Z = bank.layout, config.hidden, config.latent
         self.norm = Normalizer(L).fit(torch.cat(bank.traj))  # every stored checkpoint, as trained on
         self.cond_dim = bank.emb.shape[1] + config.task_vector_dim
-        C = self.cond_dim
-        self.x_enc = AdapterEncoder(L, H)
-        self.q_z = mlp(H + C, H, 2 * Z)  # posterior q(z | x, c)
-        self.decoder = PerLayerDecoder(Z + C, L, hidden=H)
+        self.init_cvae(self.cond_dim, Z, H)
         # (N, T) one task vector per expert, set by set_task_vectors: data like the bank, never saved
         self.register_buffer("task_vectors", None, persistent=False)
 
@@ -141,31 +138,13 @@ class ICMLoRA(Generator):
     def training_loss(self, batch):
         x = self.norm.encode(batch["target"])  # (B, P)
         c = self.condition(batch["cond"], self._batch_task_vector(batch))  # (B, C)
-        qm, qlv = self.q_z(torch.cat([self.x_enc(x), c], 1)).chunk(2, -1)  # (B, Z) each
-        z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
-        x_hat = self.decoder(torch.cat([z, c], 1))
-        recon = ((x_hat - x) ** 2).mean()
-        kl = 0.5 * (qm**2 + qlv.exp() - 1 - qlv).sum(1).mean()  # KL(q || N(0, I)), nats per example
-        return {"loss": recon + self.config.beta * kl, "recon": recon, "kl": kl}
+        return self.cvae_loss(x, c)
 
-    def sample(self, cond, n, gen):
-        tv = _TASK_VECTOR.get()
+    def sample(self, cond, n, gen, extra=None):
+        tv = (extra or {}).get("task_vector")
         c = self.condition(cond[None], None if tv is None else tv.to(cond.device)[None])  # (1, C)
-        Z = self.config.latent
-        if n == 1:
-            z = torch.zeros((1, Z), device=cond.device)  # the prior's mean: a deterministic default
-        else:
-            z = torch.randn((n, Z), generator=gen, device=cond.device)
-        x = self.decoder(torch.cat([z, c.expand(n, -1)], 1))  # (n, P)
+        zero = torch.zeros((1, self.config.latent), device=cond.device)  # N(0, I): z = 0 at n = 1, a deterministic default
+        x = self.decode(self.latents(zero, zero, n, gen), c.expand(n, -1))  # (n, P)
         return Sampled(self.norm.decode(x))
-
-    def generate(self, cond: torch.Tensor, *, task_vector: torch.Tensor | None = None, **kw) -> GenerationResult:
-        """As Generator.generate; `task_vector` (T,) is the few-shot condition when task_vector_dim > 0."""
-        token = _TASK_VECTOR.set(task_vector)
-        try:
-            return super().generate(cond, **kw)
-        finally:
-            _TASK_VECTOR.reset(token)
-
 
 register_generator("icm", ICMConfig, ICMLoRA)

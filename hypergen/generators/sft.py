@@ -6,7 +6,7 @@ tensors of a dedicated slot are replaced by the generated ones for that call onl
 copied and gradients flow back into the generator), and the loss is the answer-token cross-entropy
 on `sft_examples` train examples of that expert's task (Text-to-LoRA's SFT objective).
 
-Contract a family implements to support it (SG/ICM may add it; ABMLL has it):
+Contract a family implements to support it (declaring "sft" in its `objectives`; ABMLL does):
 
     def adapter_for_training(self, cond: Tensor, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         '''cond (B, D) description embeddings, batch = Generator.batch_tensors(...) (cond, target,
@@ -25,6 +25,7 @@ import torch
 
 from hypergen.data import Encoded, answer_nll, answer_positions, collate, encode_example
 from hypergen.errors import HypergenError
+from hypergen.identity import require_same_base
 from hypergen.lora import LoraWeights
 
 SLOT = "hypergen_sft"  # the resident's adapter slot whose LoRA tensors generated adapters stand in for
@@ -69,9 +70,7 @@ def prepare_sft(bank, zoo, resident, cfg) -> SftData:
     """
     from hypergen.zoo.build import instances
 
-    base = bank.meta.get("base_model", "")
-    if base and resident.name and base != resident.name:
-        raise HypergenError(f"The zoo was built for base model {base!r}, but the loaded base is {resident.name!r}; pass --base for {base}.")
+    require_same_base(bank.meta.get("base_model"), resident.name, f"The zoo at {zoo.root}")
     suite, split = _suite_and_split(zoo)
     tok = resident.tokenizer
     examples, n_trunc, n_skip = [], 0, 0
@@ -123,13 +122,12 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor) -> dict[str, torch.Te
     the task NLL under each row's generated adapter, plus the family's extra terms."""
     if sft is None:
         raise HypergenError("objective 'sft' needs the task data: call prepare_sft(bank, zoo, resident, cfg) and pass it to train_generator(sft_data=...).")
-    make = getattr(generator, "adapter_for_training", None)
-    if make is None:
-        raise HypergenError(f"The {generator.family} generator cannot train with objective 'sft' (no adapter_for_training); use --objective recon.")
+    if "sft" not in generator.objectives:
+        raise HypergenError(f"The {generator.family} generator cannot train with objective 'sft' (its objectives: {', '.join(generator.objectives) or 'none'}); use --objective recon.")
     if list(generator.bank.names) != sft.names:
         raise HypergenError("The sft data was prepared for another set of experts than the generator's bank; call prepare_sft with the same bank.")
     bt = generator.batch_tensors(batch)
-    flat, extra = make(bt["cond"], bt)  # (B, P), {name: scalar}
+    flat, extra = generator.adapter_for_training(bt["cond"], bt)  # (B, P), {name: scalar}
     res = sft.resident
     prev = res.active
     res.activate(sft.slot)  # route the forward through the slot whose tensors functional_call replaces

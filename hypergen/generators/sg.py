@@ -21,8 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from hypergen.generators.base import ExpertBank, Generator, GeneratorConfig, Sampled, register_generator
-from hypergen.generators.decoder import AdapterEncoder, Normalizer, PerLayerDecoder, mlp
+from hypergen.generators.bank import ExpertBank
+from hypergen.generators.base import GeneratorConfig
+from hypergen.generators.cvae import CVAEGenerator
+from hypergen.generators.decoder import AdapterEncoder, Normalizer, mlp
+from hypergen.generators.registry import register_generator
+from hypergen.generators.results import Sampled
 
 
 @dataclass
@@ -36,9 +40,8 @@ class SGConfig(GeneratorConfig):
     var_floor: float = 1e-4
 
 
-class SGLoRA(Generator):
-    trainable = True
-    training_only = ("x_enc.", "q_z.")  # the posterior q(z | x, c): training only
+class SGLoRA(CVAEGenerator):
+    """The CVAE core (cvae.py) with offset = the semantic prior mean and a learned prior p(z | c)."""
 
     def __init__(self, config: SGConfig, bank: ExpertBank):
         super().__init__(config, bank)
@@ -53,9 +56,7 @@ class SGLoRA(Generator):
         C = D + H + 1
         self.cond_dim = C
         self.p_z = mlp(C, H, 2 * Z)  # learned prior p(z | c)
-        self.x_enc = AdapterEncoder(L, H)
-        self.q_z = mlp(H + C, H, 2 * Z)  # posterior q(z | x, c)
-        self.decoder = PerLayerDecoder(Z + C, L, hidden=H)
+        self.init_cvae(C, Z, H)
 
     def semantic_prior(self, cond: torch.Tensor, exclude: torch.Tensor | None = None):
         """cond (B, D) -> mu_p (B, P), s2_p (B, P), top-k idx (B, K), weights (B, K)."""
@@ -73,26 +74,16 @@ class SGLoRA(Generator):
         x = self.norm.encode(batch["target"])
         mu, s2, _, _ = self.semantic_prior(batch["cond"], exclude=batch["index"])
         c = self.condition(batch["cond"], mu, s2)
-        pm, plv = self.p_z(c).chunk(2, -1)
-        qm, qlv = self.q_z(torch.cat([self.x_enc(x - mu), c], 1)).chunk(2, -1)
-        z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
-        x_hat = mu + self.decoder(torch.cat([z, c], 1))
-        recon = ((x_hat - x) ** 2).mean()
-        kl = 0.5 * (plv - qlv + (qlv.exp() + (qm - pm) ** 2) / plv.exp() - 1).sum(1).mean()
-        prior_only = ((mu - x) ** 2).mean()  # what the neighbours' mix alone would score: a yardstick
-        return {"loss": recon + self.config.beta * kl, "recon": recon, "kl": kl, "prior_mse": prior_only}
+        out = self.cvae_loss(x, c, offset=mu, prior=self.p_z(c).chunk(2, -1))
+        out["prior_mse"] = ((mu - x) ** 2).mean()  # what the neighbours' mix alone would score: a yardstick
+        return out
 
-    def sample(self, cond, n, gen):
+    def sample(self, cond, n, gen, extra=None):
         mu, s2, idx, w = self.semantic_prior(cond[None])
         c = self.condition(cond[None], mu, s2)
-        pm, plv = self.p_z(c).chunk(2, -1)
-        if n == 1:
-            z = pm
-        else:
-            z = pm + torch.randn((n, pm.shape[1]), generator=gen, device=pm.device) * (0.5 * plv).exp()
-        x = mu + self.decoder(torch.cat([z, c.expand(n, -1)], 1))
+        z = self.latents(*self.p_z(c).chunk(2, -1), n, gen)
+        x = self.decode(z, c.expand(n, -1), mu)
         var = s2[0] * self.norm.scale() ** 2
         return Sampled(self.norm.decode(x), dict(zip(idx[0].tolist(), w[0].tolist())), var)
-
 
 register_generator("sg", SGConfig, SGLoRA)

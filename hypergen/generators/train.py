@@ -3,7 +3,7 @@
 Objectives
 - recon: match the experts' weights (and trajectory checkpoints). Cheap: no base model involved.
 - sft:   next-token loss of the zoo tasks' data through the base model with the generated adapter
-         (Text-to-LoRA found this better). Needs the family to implement `adapter_for_training`.
+         (Text-to-LoRA found this better). For families that list "sft" in `objectives` (adapter_for_training).
 
 Runs are resumable (Lightning checkpoints every `ckpt_every` steps; a rerun continues from the last),
 distributed through Lightning strategies (--devices / --strategy / --num-nodes), and stop on a
@@ -110,6 +110,8 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
 
     if not generator.trainable:
         raise HypergenError(f"The {generator.family} generator has nothing to train; use it directly.")
+    if cfg.objective not in generator.objectives:
+        raise HypergenError(f"The {generator.family} generator cannot train with objective {cfg.objective!r}; its objectives: {', '.join(generator.objectives)}.")
     if generator.inference_only:
         raise HypergenError(f"This {generator.family} checkpoint was loaded without its training-only tensors (no training.safetensors, as shipped in generators/): "
                             "train from the folder `hypergen train` wrote, or from scratch.")

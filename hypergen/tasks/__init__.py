@@ -1,13 +1,16 @@
-"""Tasks: loading (BIG-bench, Super-NaturalInstructions, our JSONL), prompts, metrics and splits."""
+"""Tasks: loading (BIG-bench, Super-NaturalInstructions, our JSONL, or any registered reader), prompts, metrics and splits."""
 
+# Importing a reader registers it with load_suite; the order here is the order formats are tried.
+from . import bigbench, jsonl, sni  # noqa: F401
 from .bigbench import bigbench_root, fetch_bigbench
-from .core import Instance, Task, TaskSuite, load_suite
+from .core import Instance, Reader, Task, TaskSuite, load_suite, readers, register_reader
 from .metrics import exact_match, macro_average, normalize_answer, rouge_l
 from .prompt import build_messages, format_prompt
 from .split import Split, SplitCriteria, load_split, make_split
 
 __all__ = [
     "Instance",
+    "Reader",
     "Split",
     "SplitCriteria",
     "Task",
@@ -22,5 +25,7 @@ __all__ = [
     "macro_average",
     "make_split",
     "normalize_answer",
+    "readers",
+    "register_reader",
     "rouge_l",
 ]

@@ -32,8 +32,9 @@ from .core import (
     join_sentences,
     label_sentence,
     norm_text,
-    says,
     read_json,
+    register_reader,
+    says,
     shuffle_options,
     warn_skipped,
 )
@@ -153,6 +154,16 @@ def _extract_task_files(sdist: Path, dest: Path) -> int:
     if count == 0:
         raise HypergenError(f"{sdist} holds no {_TASKS_DIR}*/task.json: is it the BIG-bench sdist?")
     return count
+
+
+def is_bigbench(path: Path) -> bool:
+    """A task.json-like file (a JSON object with "examples"), or a folder with a task.json anywhere below."""
+    if path.is_dir():
+        return next(path.rglob("task.json"), None) is not None
+    if path.suffix != ".json":
+        return False
+    data = read_json(path)
+    return isinstance(data, dict) and "examples" in data and "Definition" not in data  # with "Definition" it is SNI
 
 
 def load_bigbench(path: Path) -> TaskSuite:
@@ -314,3 +325,8 @@ def _as_instruction(prefix: str, description: str) -> str:
         or len(words) > 80
     )
     return text if english >= 2 and not looks_like_context else ""
+
+
+register_reader(
+    "bigbench", is_bigbench, load_bigbench, describes="a BIG-bench task.json or a tree of */task.json", default=bigbench_root
+)

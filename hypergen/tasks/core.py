@@ -15,11 +15,10 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from hypergen.errors import HypergenError
 
-Source = Literal["bigbench", "sni", "jsonl"]
+Source = str  # the name of the reader that made the task: "bigbench", "sni", "jsonl", ...
 
 
 @dataclass
@@ -49,6 +48,7 @@ class Task:
     categories: list[str] = field(default_factory=list)
     """BIG-bench keywords or SNI Categories."""
     source: Source = "jsonl"
+    """The reader that made it (see `register_reader`)."""
 
     def __post_init__(self) -> None:
         if not self.descriptions or not all(d.strip() for d in self.descriptions):
@@ -244,43 +244,64 @@ def warn_skipped(name: str, why: str) -> None:
     warnings.warn(f"Skipping task {name!r}: {why}.", stacklevel=3)
 
 
+@dataclass(frozen=True)
+class Reader:
+    """A task format `load_suite` knows: how to recognise a path in it, and how to load one."""
+
+    name: str
+    """Also the `Task.source` of the tasks it makes."""
+    detect: Callable[[Path], bool]
+    """Whether an existing file or folder is in this format."""
+    load: Callable[[Path], TaskSuite]
+    describes: str
+    """The format in a few words, for the message when no reader takes a path: "a BIG-bench task.json
+    or a tree of */task.json"."""
+    default: Callable[[], Path] | None = None
+    """Where the format's data lives when the path given is the reader's name ("bigbench")."""
+
+
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(
+    name: str,
+    detect: Callable[[Path], bool],
+    load: Callable[[Path], TaskSuite],
+    *,
+    describes: str,
+    default: Callable[[], Path] | None = None,
+) -> None:
+    """One call adds a task format to `load_suite`. Readers are asked in the order they registered
+    (hypergen.tasks registers BIG-bench, JSONL, SNI); the first whose `detect` says yes loads the path."""
+    if name in _READERS:
+        raise HypergenError(f"A task reader named {name!r} is already registered ({_READERS[name].load.__module__}).")
+    _READERS[name] = Reader(name, detect, load, describes, default)
+
+
+def readers() -> list[Reader]:
+    """The registered readers, in the order `load_suite` asks them."""
+    return list(_READERS.values())
+
+
 def load_suite(path: str | Path) -> TaskSuite:
-    """Load tasks from wherever they are; the format is detected.
+    """Load tasks from wherever they are; the format is detected by the registered readers.
 
-    - "bigbench": the extracted BIG-bench cache (`hypergen data fetch bigbench`).
-    - a BIG-bench tree (any folder holding */task.json) or a single task.json.
-    - a Super-NaturalInstructions folder (task*.json with "Definition", or its tasks/ folder) or file.
-    - a .jsonl file in our own format, or a folder of them.
+    - a reader's name ("bigbench") loads its data from its usual place (`hypergen data fetch bigbench`).
+    - a file or folder is given to the first reader that recognises it: built in are BIG-bench (a
+      task.json or any folder holding */task.json), our .jsonl files (or a folder of them) and
+      Super-NaturalInstructions (task*.json with "Definition", or a checkout's tasks/ folder).
     """
-    # Imported here: each source module imports this one for Task and friends.
-    from . import bigbench, jsonl, sni
-
-    if str(path) == "bigbench":
-        return bigbench.load_bigbench(bigbench.bigbench_root())
+    by_name = _READERS.get(str(path))
+    if by_name is not None and by_name.default is not None:
+        return by_name.load(by_name.default())
     p = Path(path).expanduser()
+    formats = "; ".join(r.describes for r in _READERS.values())
     if not p.exists():
-        raise HypergenError(
-            f"{p} does not exist. Give a .jsonl file, a folder of task files, or 'bigbench'."
-        )
+        names = "".join(f"; {r.name!r} (its data in the usual place)" for r in _READERS.values() if r.default is not None)
+        raise HypergenError(f"{p} does not exist. Give one of: {formats}{names}.")
+    for reader in _READERS.values():
+        if reader.detect(p):
+            return reader.load(p)
     if p.is_file():
-        if p.suffix == ".jsonl":
-            return jsonl.load_jsonl(p)
-        if p.suffix == ".json":
-            data = read_json(p)
-            if isinstance(data, dict) and "Definition" in data:
-                return sni.load_sni(p)
-            if isinstance(data, dict) and "examples" in data:
-                return bigbench.load_bigbench(p)
-        raise HypergenError(
-            f"{p}: not a task file hypergen knows. Expected a .jsonl file (see data/README.md), "
-            "a BIG-bench task.json, or a Super-NaturalInstructions task*.json."
-        )
-    if next(p.rglob("task.json"), None) is not None:
-        return bigbench.load_bigbench(p)
-    if next(p.glob("*.jsonl"), None) is not None:
-        return jsonl.load_jsonl(p)
-    if sni.sni_files(p):
-        return sni.load_sni(p)
-    raise HypergenError(
-        f"{p}: found no task files (*.jsonl, BIG-bench */task.json, or SNI task*.json) in it."
-    )
+        raise HypergenError(f"{p}: not a task file hypergen knows. Expected one of: {formats}.")
+    raise HypergenError(f"{p}: found no task files in it. Expected one of: {formats}.")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypergen.errors import HypergenError
-from hypergen.paths import REPO_ROOT
+from hypergen.paths import shipped_data
 
-DEFAULT_PATH = REPO_ROOT / "data" / "descriptions" / "bigbench.json"
+DEFAULT_PATH = shipped_data("descriptions/bigbench.json")  # data/descriptions/bigbench.json in the repo
 VERSION = 1
 MIN_DESCRIPTIONS = 4
 """Fewer than this and a description would act as a task id: refuse the task."""

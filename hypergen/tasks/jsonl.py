@@ -16,7 +16,12 @@ from pathlib import Path
 
 from hypergen.errors import HypergenError
 
-from .core import Instance, Task, TaskSuite, append_options, shuffle_options, warn_skipped
+from .core import Instance, Task, TaskSuite, append_options, register_reader, shuffle_options, warn_skipped
+
+
+def is_jsonl(path: Path) -> bool:
+    """A .jsonl file, or a folder holding some."""
+    return next(path.glob("*.jsonl"), None) is not None if path.is_dir() else path.suffix == ".jsonl"
 
 
 def load_jsonl(path: str | Path) -> TaskSuite:
@@ -93,3 +98,6 @@ def _instance(record: dict, file: Path, lineno: int) -> Instance:
         raise HypergenError(f'{where}: output {missing[0]!r} is not one of the options {options}.')
     options = shuffle_options(options, key=text)
     return Instance(append_options(text, options), targets, options)
+
+
+register_reader("jsonl", is_jsonl, load_jsonl, describes="a .jsonl file in hypergen's format (data/README.md) or a folder of them")

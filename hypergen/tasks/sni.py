@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hypergen.errors import HypergenError
 
-from .core import Instance, Task, TaskSuite, join_sentences, label_sentence, read_json, warn_skipped
+from .core import Instance, Task, TaskSuite, join_sentences, label_sentence, read_json, register_reader, warn_skipped
 
 _TASK_FILE = re.compile(r"task\d+_.*\.json")
 
@@ -25,6 +25,16 @@ def sni_files(path: Path) -> list[Path]:
             if files:
                 return files
     return []
+
+
+def is_sni(path: Path) -> bool:
+    """A JSON file with "Definition", or a folder (or checkout) of task*.json files."""
+    if path.is_dir():
+        return bool(sni_files(path))
+    if path.suffix != ".json":
+        return False
+    data = read_json(path)
+    return isinstance(data, dict) and "Definition" in data
 
 
 def load_sni(path: str | Path) -> TaskSuite:
@@ -72,3 +82,6 @@ def parse_task(data: dict, name: str) -> Task | None:
         descriptions.append(join_sentences(descriptions[0], labels))
     categories = [str(c) for c in data.get("Categories") or []]
     return Task(name, descriptions, instances, categories=categories, source="sni")
+
+
+register_reader("sni", is_sni, load_sni, describes="a Super-NaturalInstructions task*.json or a folder of them")

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 from hypergen.errors import HypergenError
-from hypergen.paths import REPO_ROOT
+from hypergen.paths import shipped_data
 
 from .core import Instance, Task, TaskSuite, unknown_name_message
 
-DEFAULT_PATH = REPO_ROOT / "data" / "splits" / "bigbench.json"
+DEFAULT_PATH = shipped_data("splits/bigbench.json")  # data/splits/bigbench.json in the repo
 VERSION = 1
 PARTS = ("train", "val", "test")
 Part = Literal["train", "val", "test"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hypergen import paths
 from hypergen.errors import HypergenError
+from hypergen.identity import base_name
 from hypergen.zoo.expert import ExpertConfig, train_expert
 from hypergen.zoo.store import ExpertRecord, Zoo, ZooConfig, safe_name
 
@@ -24,13 +25,19 @@ from hypergen.zoo.store import ExpertRecord, Zoo, ZooConfig, safe_name
 class BuildConfig:
     """What to build.
 
-    suite: "bigbench" (the cache), or a path load_suite reads. split: the split file; its zoo list
+    suite: 'bigbench' (the cache) or a path load_suite reads: a BIG-bench task.json tree, an SNI folder,
+    a JSONL file. split: the split file (default data/splits/bigbench.json for bigbench); its zoo list
     gives the tasks and their train/test instances (tasks missing from it get a deterministic split).
-    tasks: explicit task names (default: the split's zoo list). limit: take the first N of those.
-    out: the zoo folder. eval_instances: test instances scored per task (base and expert).
-    devices / strategy: shard tasks across processes (strategy "ddp" style launch via Fabric).
-    oracle: build experts for held-out tasks, as the evaluation's upper reference (an "oracle zoo",
-    kept apart from the zoo that generators learn from; default folder ~/.cache/hypergen/zoo/oracle).
+    tasks: task names (default: the split's zoo list). limit: build the first N of those.
+    out: the zoo folder. expert: how each expert is trained (ExpertConfig).
+    eval_instances: test instances scored per task (base and expert). max_new_tokens: answer length
+    when scoring. base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
+    devices: processes to shard the tasks across (a Lightning Fabric launch). strategy: the launch
+    strategy for devices > 1, e.g. ddp, ddp_spawn. accelerator: the Fabric accelerator (auto, cpu, gpu).
+    oracle: build the held-out tasks' experts, the evaluation's upper reference, into an "oracle zoo"
+    kept apart from the zoo that generators learn from (default folder ~/.cache/hypergen/zoo/oracle).
+    seed_from: a packed zoo (e.g. zoo/) whose experts count as built: continue it on a fresh machine.
+    refresh: also retrain built experts trained with another config (choose them by naming their tasks).
     """
 
     suite: str = "bigbench"
@@ -47,8 +54,8 @@ class BuildConfig:
     strategy: str = "ddp"
     accelerator: str = "auto"
     oracle: bool = False
-    seed_from: str | None = None  # a packed zoo (e.g. the shipped zoo/) whose experts count as built
-    refresh: bool = False  # also retrain built experts whose recorded training config differs from `expert`
+    seed_from: str | None = None
+    refresh: bool = False
 
     def __post_init__(self):
         if isinstance(self.expert, dict):
@@ -118,7 +125,7 @@ def changed_settings(record, expert: ExpertConfig) -> dict[str, tuple]:
 def _meta(cfg: BuildConfig) -> dict:
     """What a zoo's manifest records about the build that made it."""
     suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
-    return {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": Path(cfg.base).name if cfg.base else "SmolLM2-135M-Instruct"}
+    return {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": base_name(cfg.base)}
 
 
 def _refuse_another_config(zoo: Zoo, cfg: BuildConfig, then: str) -> None:

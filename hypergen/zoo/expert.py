@@ -44,7 +44,9 @@ class ExpertConfig:
     checkpoints up to it) or "last" (the final step; also what "val_loss" falls back to without
     validation examples). The first zoo experts (built before this option) used "last": small
     multiple-choice tasks memorised their train set and lost accuracy (snarks, hyperbaton,
-    parsinlu_qa). logger: "wandb" (offline unless WANDB_MODE says otherwise), "csv" or "none".
+    parsinlu_qa). weight_decay: AdamW weight decay. seed: the data order and the LoRA's init.
+    lora: the adapter's rank, alpha and targets (LoraSpec). logger: "wandb" (offline unless WANDB_MODE
+    says otherwise), "csv" or "none". progress: show a progress bar.
     """
 
     steps: int = 100

@@ -1,0 +1,178 @@
+"""Statistics of an evaluation: means over tasks and over families, bootstrap CIs, differences to the
+multi-task LoRA, the share of the base-to-oracle gap closed, control gaps, and the bar's checks.
+
+Pure functions of the rows (dicts as in results.jsonl) and the summary; nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypergen.eval.methods import Method
+
+YARDSTICK = "multitask"  # every method's difference is paired against the multi-task LoRA (`*_vs_multitask`)
+
+
+def family(task: str) -> str:
+    """A task's family: its BIG-bench top-level task (hypergen.tasks.Task.family); in a suite without
+    families, the task itself."""
+    return task.split("/", 1)[0]
+
+
+def bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of the mean by resampling `values` n times (seeded)."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n))
+    return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
+
+
+METRICS = ("rougeL", "exact_match", "accuracy", "main", "nll")
+# the headline means: (name, metric, tasks) -- multiple choice and generation apart, since accuracy
+# and ROUGE-L are not on one scale, and the content metric on every task
+HEADLINE = (("main", "main", "all"), ("mc_accuracy", "accuracy", "mc"), ("gen_rougeL", "rougeL", "gen"), ("nll", "nll", "all"))
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def family_means(task_values: dict[str, float]) -> dict[str, float]:
+    """family -> the mean over its tasks: 11 subtasks of one family must not outweigh 16 other families."""
+    by: dict[str, list[float]] = {}
+    for t, v in task_values.items():
+        by.setdefault(family(t), []).append(v)
+    return {f: _mean(v) for f, v in by.items()}
+
+
+def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
+    """Per-method means over tasks (each task's mean over seeds) with CIs over tasks, and over families
+    (each family's mean over its tasks) with CIs over families, multiple choice and generation apart;
+    differences to the multi-task LoRA (paired bootstrap over tasks), oracle-gap closed, control gaps,
+    and the long-budget ROUGE-L when it was scored. cfg: the EvalConfig (split, suite, seeds, instances, bootstrap)."""
+    long = [r for r in rows if r.get("long")]
+    rows = [r for r in rows if not r.get("long")]
+    parts = {"all": {r["task"] for r in rows}, "mc": {r["task"] for r in rows if r.get("multiple_choice")}}
+    parts["gen"] = parts["all"] - parts["mc"]
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}  # method -> task -> metric -> values over seeds
+    for r in rows:
+        for metric in METRICS:
+            if r.get(metric) is not None:
+                per.setdefault(r["method"], {}).setdefault(r["task"], {}).setdefault(metric, []).append(r[metric])
+
+    def task_means(method: str, metric: str) -> dict[str, float]:
+        return {t: sum(v[metric]) / len(v[metric]) for t, v in per.get(method, {}).items() if metric in v}
+
+    methods = {}
+    for m in sorted(per, key=lambda k: Method.parse(k).sort_key()):
+        entry = {"tasks": len(per[m])}
+        for metric in METRICS:
+            tm = task_means(m, metric)
+            if tm:
+                vals = list(tm.values())
+                entry[metric] = sum(vals) / len(vals)
+                if metric in ("rougeL", "main"):
+                    entry["ci95" if metric == "rougeL" else "main_ci95"] = list(bootstrap(vals, cfg.bootstrap))
+        for name, metric, part in HEADLINE:
+            tm = {t: v for t, v in task_means(m, metric).items() if t in parts[part]}
+            if tm:
+                entry[name] = _mean(tm.values())  # task-weighted
+                fm = list(family_means(tm).values())
+                entry[f"{name}_family"] = _mean(fm)
+                entry[f"{name}_family_ci95"] = list(bootstrap(fm, cfg.bootstrap))
+        methods[m] = entry
+    short = {(r["task"], r["method"]): r["rougeL"] for r in rows if r["seed"] == 0 and r.get("rougeL") is not None}
+    for m, entry in methods.items():
+        tm = {r["task"]: r["rougeL"] for r in long if r["method"] == m}
+        if tm:
+            entry["rougeL_long"] = _mean(tm.values())
+            entry["rougeL_long_family"] = _mean(family_means(tm).values())
+            common = [t for t in tm if (t, m) in short]
+            if common:  # paired with the short budget's seed-0 answers to the same instances
+                entry["rougeL_long_minus_short"] = _mean(tm[t] - short[(t, m)] for t in common)
+    ref = YARDSTICK
+    for m, entry in methods.items():
+        for metric in ("rougeL", "main"):
+            a, b = task_means(m, metric), task_means(ref, metric)
+            common = sorted(set(a) & set(b))
+            if m != ref and common:
+                diffs = [a[t] - b[t] for t in common]
+                entry[f"{metric}_vs_multitask"] = sum(diffs) / len(diffs)
+                entry[f"{metric}_vs_multitask_ci95"] = list(bootstrap(diffs, cfg.bootstrap))
+    if "oracle" in methods and "base" in methods:
+        for m, entry in methods.items():
+            for metric in ("rougeL", "main"):
+                o, b, x = task_means("oracle", metric), task_means("base", metric), task_means(m, metric)
+                common = sorted(set(o) & set(b) & set(x))
+                if common:
+                    gap = sum(o[t] - b[t] for t in common)
+                    if abs(gap) > 1e-9:
+                        entry[f"{metric}_oracle_gap_closed"] = sum(x[t] - b[t] for t in common) / gap
+                    if metric == "main":  # the same share with each family counting once
+                        fo = family_means({t: o[t] - b[t] for t in common})
+                        fx = family_means({t: x[t] - b[t] for t in common})
+                        if abs(sum(fo.values())) > 1e-9:
+                            entry["main_family_oracle_gap_closed"] = sum(fx.values()) / sum(fo.values())
+    controls = {}
+    for m in methods:
+        if Method.parse(m).control:
+            continue
+        for c in Method.parse(m).controls():
+            kind, c = c.control, str(c)
+            if c in methods:
+                a, b = task_means(m, "main"), task_means(c, "main")
+                common = sorted(set(a) & set(b))
+                controls.setdefault(m, {})[f"aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
+                a, b = task_means(m, "rougeL"), task_means(c, "rougeL")
+                common = sorted(set(a) & set(b))
+                if common:
+                    controls[m][f"rougeL_aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
+    count = {f"{part}_{what}": len(names if what == "tasks" else {family(t) for t in names}) for part, names in parts.items() for what in ("tasks", "families")}
+    summary = {"split": cfg.split, "suite": cfg.suite, "tasks": count.pop("all_tasks"), "families": count.pop("all_families"), **count,
+               "seeds": cfg.seeds, "instances": cfg.instances, "rows": len(rows) + len(long), "long_budget": getattr(cfg, "long_budget", None),
+               "methods": methods, "controls": controls, "calibration": calib or {}}
+    summary["bar"] = bar(summary)
+    return summary
+
+
+def bar(summary: dict) -> dict:
+    """The issue's targets for the best learned (trainable) family (by the main metric): >= 2 ROUGE-L points
+    above the multi-task LoRA, at least the nearest expert, >= half the base-to-oracle gap closed, and
+    its gibberish control >= 3 points lower; on seen tasks, >= 95% of the oracle's main score. Also names the best selectable method overall and the
+    default: the best among those whose output depends on the description."""
+    from hypergen.generators import registered
+
+    ms = summary["methods"]
+    fams = [m for m, cls in registered().items() if cls.trainable and ms.get(m, {}).get("main") is not None]  # the learned families
+    anyone = [m for m in registered() if ms.get(m, {}).get("main") is not None]
+    if not fams:
+        return {}
+    best = max(fams, key=lambda m: ms[m]["main"])
+    e, c = ms[best], summary["controls"].get(best, {})
+    checks = []
+
+    def check(name, value, target):
+        checks.append({"check": name, "value": value, "target": target, "met": None if value is None else value >= target})
+
+    check("ROUGE-L minus multitask", e.get("rougeL_vs_multitask"), 0.02)
+    check("main minus multitask", e.get("main_vs_multitask"), 0.02)
+    near = ms.get("nearest", {})
+    check("main minus nearest", e["main"] - near["main"] if near.get("main") is not None else None, 0.0)
+    check("ROUGE-L minus nearest", e["rougeL"] - near["rougeL"] if near.get("rougeL") is not None and e.get("rougeL") is not None else None, 0.0)
+    check("oracle gap closed (main)", e.get("main_oracle_gap_closed"), 0.5)
+    check("main minus gibberish control", c.get("aligned_minus_gibberish"), 0.03)
+    check("ROUGE-L minus gibberish control", c.get("rougeL_aligned_minus_gibberish"), 0.03)
+    o = ms.get("oracle", {})
+    if summary["split"] == "seen" and o.get("main"):  # seen tasks: the zoo's own expert is the oracle
+        check("share of the oracle's main score (seen tasks)", e["main"] / o["main"], 0.95)
+    # the default generator: the best by the main metric among the methods that use the description
+    # (their answers with it beat those with a gibberish description by >= 3 ROUGE-L points);
+    # a description-blind adapter, however good on average, is not what "describe your task" promises
+    uses = [m for m in anyone if summary["controls"].get(m, {}).get("rougeL_aligned_minus_gibberish", -1) >= 0.03]
+    top = max(anyone, key=lambda m: ms[m]["main"])
+    default = max(uses, key=lambda m: ms[m]["main"]) if uses else top
+    if not summary["controls"]:  # without controls nothing shows which methods use the description
+        default = None
+    return {"best_family": best, "best_method": top, "default": default, "uses_description": uses, "checks": checks}

@@ -1,0 +1,94 @@
+"""Generator checkpoints: generator.json (family, config, layout, base, encoder, experts) beside
+generator.safetensors (fp16 learned tensors) and training.safetensors (training-only tensors, not shipped).
+
+The bank is never saved: it is rebuilt from the zoo at load time, so a checkpoint only loads on a bank
+with the same LoRA layout, base model and text encoder as the one it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.generators.layout import Layout
+from hypergen.generators.registry import get_family
+from hypergen.identity import require_same_base
+
+TRAINING_FILE = "training.safetensors"  # training-only tensors (not shipped)
+
+
+def save_generator(gen, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write `gen` (a Generator) to `folder`; `extra` joins generator.json (e.g. the training config)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "family": gen.family,
+        "config": gen.config.to_dict(),
+        "layout": gen.layout.to_dict(),
+        "base_model": gen.bank.meta.get("base_model", ""),
+        "encoder": gen.bank.meta.get("encoder", ""),
+        "encoder_dim": gen.bank.dim,
+        "experts": gen.bank.names,
+        **(extra or {}),
+    }
+    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous().cpu() for k, v in gen.state_for_save().items()}
+    train_only = {k: v for k, v in state.items() if k.startswith(gen.training_only)} if gen.training_only else {}
+    if state:
+        save_file({k: v for k, v in state.items() if k not in train_only}, str(folder / "generator.safetensors"))
+    if train_only:
+        save_file(train_only, str(folder / TRAINING_FILE))
+    (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=str))
+    return folder
+
+
+def _require_same_encoder(meta: dict, bank, folder: Path) -> None:
+    """Refuse a checkpoint trained on another text encoder's embeddings (older ones record none: accepted)."""
+    made, used = meta.get("encoder"), bank.meta.get("encoder")
+    if made and used and made != used:
+        raise HypergenError(f"Generator {folder} was trained on {made!r} description embeddings, but the encoder in use is {used!r}: "
+                            f"pass --encoder for {made}, or train the generator again with {used}.")
+    dim = meta.get("encoder_dim")
+    if dim is not None and dim != bank.dim:
+        raise HypergenError(f"Generator {folder} was trained on {dim}-dim description embeddings, but the encoder in use gives {bank.dim}: use the encoder it was trained with.")
+
+
+def load_generator(folder: str | Path, bank, *, family: str | None = None, base_model: str | None = None):
+    """Rebuild a saved generator on `bank`. Refuses another family's checkpoint, one made for another base
+    model (`base_model`, else the bank's), another text encoder or another LoRA layout."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path = folder / "generator.json"
+    if not meta_path.is_file():
+        raise HypergenError(f"{folder} is not a generator checkpoint (no generator.json); train one with `hypergen train`.")
+    meta = json.loads(meta_path.read_text())
+    if family and meta.get("family") != family:
+        raise HypergenError(f"{folder} holds a {meta.get('family')!r} generator, not {family!r}: pass the {family} checkpoint.")
+    cls = get_family(meta["family"])
+    require_same_base(meta.get("base_model"), base_model or bank.meta.get("base_model"), f"Generator {folder}")
+    _require_same_encoder(meta, bank, folder)
+    layout = Layout.from_dict(meta["layout"])
+    if layout.paths != bank.layout.paths or layout.a_shapes != bank.layout.a_shapes:
+        raise HypergenError(f"Generator {folder} was trained on a zoo with another LoRA layout than the zoo at {bank.meta.get('zoo')}.")
+    gen = cls(cls.Config.from_dict(meta["config"]), bank)
+    gen.checkpoint = folder
+    wfile = folder / "generator.safetensors"
+    if wfile.is_file():
+        state = load_file(str(wfile))
+        tfile = folder / TRAINING_FILE
+        if tfile.is_file():
+            state.update(load_file(str(tfile)))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        missing, unexpected = gen.load_state_dict(state, strict=False)
+        missing = [m for m in missing if not m.startswith("bank.")]
+        if cls.training_only and not tfile.is_file():
+            gen.inference_only = True
+            missing = [m for m in missing if not m.startswith(cls.training_only)]
+        if missing or unexpected:
+            raise HypergenError(f"Generator {folder} does not match the {meta['family']} family's parameters (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    return gen

@@ -1,0 +1,61 @@
+"""The conditional VAE core that SG-LoRA and ICM-LoRA share (normalised weight space, see Normalizer).
+
+    posterior  q(z | x, c) = N(qm, diag exp(qlv)),  (qm, qlv) = q_z([AdapterEncoder(x - offset), c])
+    decoder    x_hat = offset + PerLayerDecoder([z, c])
+    loss       MSE(x_hat, x) + beta * KL(q(z | x, c) || p(z | c))
+The families differ only in what they pass: ICM-LoRA has offset 0 and the fixed prior N(0, I); SG-LoRA
+has offset = its semantic prior mean and a learned prior p(z | c). The MSE is a mean over the P weights,
+the KL a sum over latent dims (nats per example), both averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from hypergen.generators.base import Generator
+from hypergen.generators.decoder import AdapterEncoder, PerLayerDecoder, mlp
+
+
+def gaussian_kl(qm, qlv, pm=None, plv=None) -> torch.Tensor:
+    """KL(N(qm, exp qlv) || N(pm, exp plv)) summed over latent dims, mean over the batch; no prior = N(0, I)."""
+    if pm is None:
+        return 0.5 * (qm**2 + qlv.exp() - 1 - qlv).sum(1).mean()
+    return 0.5 * (plv - qlv + (qlv.exp() + (qm - pm) ** 2) / plv.exp() - 1).sum(1).mean()
+
+
+class CVAEGenerator(Generator):
+    """A family whose adapter is decoded from a latent z: holds q(z | x, c) and the decoder."""
+
+    trainable = True
+    stochastic = True
+    objectives = ("recon",)
+    training_only: ClassVar[tuple[str, ...]] = ("x_enc.", "q_z.")  # the posterior q(z | x, c): training only
+
+    def init_cvae(self, cond_dim: int, latent: int, hidden: int) -> None:
+        """Build the posterior and the decoder (after the family's own modules, so initialisation is stable)."""
+        L = self.layout
+        self.x_enc = AdapterEncoder(L, hidden)
+        self.q_z = mlp(hidden + cond_dim, hidden, 2 * latent)  # posterior q(z | x, c)
+        self.decoder = PerLayerDecoder(latent + cond_dim, L, hidden=hidden)
+
+    def decode(self, z: torch.Tensor, c: torch.Tensor, offset=0.0) -> torch.Tensor:
+        """z (B, Z), c (B, C) -> x_hat (B, P), normalised."""
+        return offset + self.decoder(torch.cat([z, c], 1))
+
+    def cvae_loss(self, x: torch.Tensor, c: torch.Tensor, *, offset=0.0, prior: tuple | None = None) -> dict[str, torch.Tensor]:
+        """x (B, P) normalised targets, c (B, C) conditions; offset (B, P) what the decoder corrects;
+        prior (pm, plv) (B, Z) of a learned p(z | c), None = N(0, I)."""
+        qm, qlv = self.q_z(torch.cat([self.x_enc(x - offset), c], 1)).chunk(2, -1)  # (B, Z) each
+        z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
+        recon = ((self.decode(z, c, offset) - x) ** 2).mean()
+        kl = gaussian_kl(qm, qlv, *(prior or ()))
+        return {"loss": recon + self.config.beta * kl, "recon": recon, "kl": kl}
+
+    @staticmethod
+    def latents(mean: torch.Tensor, logvar: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n draws of z from the prior N(mean, exp logvar) (1, Z); n = 1 is its mean, so one sample is deterministic."""
+        if n == 1:
+            return mean
+        return mean + torch.randn((n, mean.shape[1]), generator=gen, device=mean.device) * (0.5 * logvar).exp()
