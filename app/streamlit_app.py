@@ -1,13 +1,13 @@
 """hypergen: describe a task, get a LoRA adapter. A thin page over hypergen.api; serve it with `hypergen app`.
 
 HYPERGEN_APP_ZOO / _BASE / _ENCODER / _GENERATOR / _DEVICE choose the zoo, base model, encoder, the
-generator selected at start and the device (tests point them at the tiny model and the fake encoder).
+generator selected at start and the device (hypergen.app_cli.AppSettings; tests point them at the tiny
+model and the fake encoder).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 
 import pandas as pd
@@ -15,15 +15,13 @@ import streamlit as st
 from app_support import MAX_INPUT_TOKENS, MAX_INPUTS, SessionAdapters, description_map, generate_adapter, input_limit_error, zip_folder, zoo_chart
 
 from hypergen import api
+from hypergen.app_cli import AppSettings
 from hypergen.errors import HypergenError
 from hypergen.identity import base_name
 
 log = logging.getLogger("hypergen.app")
-ZOO = os.environ.get("HYPERGEN_APP_ZOO") or None
-BASE = os.environ.get("HYPERGEN_APP_BASE") or None
-ENCODER = os.environ.get("HYPERGEN_APP_ENCODER") or "minilm"
-DEVICE = os.environ.get("HYPERGEN_APP_DEVICE") or "auto"
-DEFAULT = os.environ.get("HYPERGEN_APP_GENERATOR") or api.default_generator()
+SETTINGS = AppSettings.from_env()  # what `hypergen app` (or a test) set; unset ones keep api.generate's defaults
+DEFAULT = SETTINGS.generator or api.default_generator()
 
 
 @st.cache_resource(show_spinner="Loading the base model...")
@@ -47,14 +45,14 @@ def call(what: str, fn, *args, **kwargs):
 def generate(description: str, generator: str, samples: int):
     """Generate into a temporary PEFT folder, keep the result, its zoo map and the folder as a zip in the session."""
     with st.spinner("Generating..."), tempfile.TemporaryDirectory() as tmp:
-        res = call("Generation", generate_adapter, description, generator, samples=samples, activate=False, out=tmp, zoo_path=ZOO, encoder_name=ENCODER)
-        points = call("Zoo map", description_map, res.description, ZOO, ENCODER) if res else None
+        res = call("Generation", generate_adapter, description, generator, samples=samples, activate=False, out=tmp, zoo_path=SETTINGS.zoo, encoder_name=SETTINGS.encoder)
+        points = call("Zoo map", description_map, res.description, SETTINGS.zoo, SETTINGS.encoder) if res else None
         state.update(result=res, zoo_map=points, zip=zip_folder(tmp) if res else None, answers=None)
 
 
 def within_limits(texts: list[str]) -> bool:
     """Whether `texts` asks no more of the shared model than one request may; else an error box says why."""
-    problem = call("Checking the inputs", lambda: input_limit_error(texts, sessions(BASE, DEVICE).count_tokens) or "")
+    problem = call("Checking the inputs", lambda: input_limit_error(texts, sessions(SETTINGS.base, SETTINGS.device).count_tokens) or "")
     if problem:
         st.error(problem)
     return problem == ""  # None: the check itself failed, and call() has shown why
@@ -63,7 +61,7 @@ def within_limits(texts: list[str]) -> bool:
 def answer(texts: list[str], max_new_tokens: int):
     res = state.result
     with st.spinner("Answering with the base model and with the adapter..."):
-        out = call("Answering", lambda: sessions(BASE, DEVICE).answer(state.slot, res.weights, texts, max_new_tokens))
+        out = call("Answering", lambda: sessions(SETTINGS.base, SETTINGS.device).answer(state.slot, res.weights, texts, max_new_tokens))
     base, adapted = ([a or "(empty)" for a in col] for col in out) if out else ([], [])
     state.answers = pd.DataFrame({"base": base, "adapted": adapted}, index=pd.Index(texts, name="input")) if out else None
 
@@ -101,8 +99,8 @@ with st.sidebar:
     generator = st.selectbox("Generator", names, index=names.index(DEFAULT) if DEFAULT in names else 0, help="Trained families need their checkpoint; baselines work on any zoo.")
     samples = st.number_input("Samples", 1, 16, 1, help="More than one: the adapter is their mean and their spread is the uncertainty.")
     max_new_tokens = st.slider("Max new tokens", 4, 256, 32)
-    zoo = ZOO or call("Finding the zoo", api.default_zoo_path)
-    st.caption(f"zoo: {zoo}  \nbase: {base_name(BASE)}  \nencoder: {ENCODER}")
+    zoo = SETTINGS.zoo or call("Finding the zoo", api.default_zoo_path)
+    st.caption(f"zoo: {zoo}  \nbase: {base_name(SETTINGS.base)}  \nencoder: {SETTINGS.encoder}")
 
 st.title("hypergen")
 st.write("Describe a task in words and get a LoRA adapter for the base model, made from a zoo of trained experts.")

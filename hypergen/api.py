@@ -22,7 +22,7 @@ import os
 import platform
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hypergen import paths
@@ -467,27 +467,25 @@ def generate(
         res = gen.generate(emb, description=description, samples=samples, seed=seed)
         t2 = time.perf_counter()
     notes += [str(w.message) for w in caught if "Description is" in str(w.message)]
-    res.warnings = notes + res.warnings
     timings = {"encode": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000}
-    res.checkpoint = getattr(gen, "checkpoint", None)
     if model is not None:
         require_same_base(res.weights.base_model, model.name, f"The zoo at {zoo_path or default_zoo_path()}")
         res.weights.validate_for(model.model, model.name)  # before anything is written or activated
+    # the adapter explains itself: res.weights.save() writes this beside the tensors as hypergen.json
+    meta = {"generator": res.generator, "description": description, **{k: v for k, v in res.summary().items() if k in ("neighbors", "max_similarity", "in_range", "uncertainty")}}
+    weights = replace(res.weights, meta=meta)
     if out is not None:
-        # written before activation: a refused or failed save leaves the resident model as it was
-        res.weights.meta = {"generator": res.generator, "description": description, **{k: v for k, v in res.summary().items() if k in ("neighbors", "max_similarity", "in_range", "uncertainty")}}
-        res.weights.save(out, force=force)
-    res.answers = []
+        weights.save(out, force=force)  # before activation: a refused or failed save leaves the resident model as it was
+    answers = []
     if model is not None:
         with model.lock:  # activate + answer as one step, or another thread's adapter answers
             t3 = time.perf_counter()
-            model.activate(res.weights, name="generated")
+            model.activate(weights, name="generated")
             timings["activate"] = (time.perf_counter() - t3) * 1000
             if inputs:
-                res.answers = model.answer(inputs, description=description if prompt_description else None, max_new_tokens=max_new_tokens)
+                answers = model.answer(inputs, description=description if prompt_description else None, max_new_tokens=max_new_tokens)
     timings["total"] = sum(timings.values())  # the call's own work, not time spent waiting for another thread
-    res.timings_ms = timings
-    return res
+    return replace(res, weights=weights, warnings=notes + res.warnings, timings_ms=timings, answers=answers)
 
 
 def train(

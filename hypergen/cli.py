@@ -175,7 +175,7 @@ def generate(description: Annotated[str, typer.Argument(help="The task in plain 
     """Describe a task, get a LoRA adapter: written as a PEFT folder and used on --input right away."""
     inputs = kw.get("inputs") or []
     res = api.generate(description, **kw, activate=bool(inputs))
-    summary = {**res.summary(), "checkpoint": res.checkpoint, "out": kw.get("out")}
+    summary = {**res.summary(), "out": kw.get("out")}
     summary["answers"] = [{"input": i, "answer": a} for i, a in zip(inputs, res.answers)]
     if as_json:
         return _print_json(summary)

@@ -306,4 +306,46 @@ def test_app_command_becomes_the_server_with_its_options(monkeypatch, capsys):
     assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     env = seen["env"]
-    assert (env["HYPERGEN_APP_ZOO"], env["HYPERGEN_APP_BASE"], env["HYPERGEN_APP_ENCODER"], env["HYPERGEN_APP_GENERATOR"]) == ("/z", "/b", "fake", "mix")
+    assert (env["HYPERGEN_APP_ZOO"], env["HYPERGEN_APP_BASE"], env["HYPERGEN_APP_ENCODER"], env["HYPERGEN_APP_GENERATOR"], env["HYPERGEN_APP_DEVICE"]) == ("/z", "/b", "fake", "mix", "cpu")
+
+
+def test_app_defaults_are_the_apis_and_reach_the_page_through_the_environment(monkeypatch):
+    """The app's encoder and device default to api.generate's; what `hypergen app` sets is what the page reads."""
+    import inspect
+    import os
+
+    from typer.testing import CliRunner
+
+    from hypergen.app_cli import AppSettings
+    from hypergen.cli import app as cli
+
+    params = inspect.signature(api.generate).parameters
+    assert (AppSettings().encoder, AppSettings().device) == (params["encoder_name"].default, params["device"].default)
+    given = AppSettings(zoo="/z", encoder="fake", generator="mix", device="cpu")
+    assert AppSettings.from_env(given.env()) == given and "HYPERGEN_APP_BASE" not in given.env()
+    assert AppSettings.from_env({"HYPERGEN_APP_ENCODER": "", "HYPERGEN_APP_DEVICE": "cpu"}) == AppSettings(device="cpu")  # empty: the default
+    shown = " ".join(CliRunner().invoke(cli, ["app", "--help"]).stdout.split())
+    assert f"[default: {params['encoder_name'].default}]" in shown and f"[default: {params['device'].default}]" in shown
+    seen = {}
+    monkeypatch.setattr(os, "execve", lambda path, cmd, env: seen.update(env=env))
+    for k in given.env():
+        monkeypatch.delenv(k, raising=False)
+    r = CliRunner().invoke(cli, ["app", "--port", "8598"])
+    assert r.exit_code == 0, r.output
+    assert AppSettings.from_env(seen["env"]) == AppSettings()
+
+
+def test_installed_app_says_it_needs_a_checkout_without_a_site_packages_path(monkeypatch):
+    """A wheel has no app/: `hypergen app` says it runs from a source checkout, not "<site-packages>/app/... is missing"."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from hypergen import paths
+    from hypergen.cli import app as cli
+
+    monkeypatch.setattr(paths, "is_checkout", lambda: False)
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("an installed copy must not start streamlit"))
+    r = CliRunner().invoke(cli, ["app"])
+    assert r.exit_code == 1 and "source checkout" in r.stderr and "pip install" in r.stderr
+    assert str(paths.REPO_ROOT) not in r.stderr and "streamlit_app.py" not in r.stderr

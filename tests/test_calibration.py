@@ -61,7 +61,7 @@ def review_instances():
 
 
 def test_bayesian_model_average_on_the_tiny_model(tiny_bank, resident, review_instances):
-    from hypergen.eval.scoring import option_probs
+    from hypergen.scoring import option_probs
     from hypergen.generators import build
 
     torch.manual_seed(0)

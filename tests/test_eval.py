@@ -57,7 +57,7 @@ def test_bad_eval_input(tiny_zoo, tiny_path, tmp_path, args, message):
 
 def test_desc_variant_puts_the_description_in_the_prompt_next_to_the_adapter(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     """`nearest+desc` scores nearest's adapter with the description in the prompt; `base_desc` the bare base with it."""
-    import hypergen.eval.scoring as scoring
+    import hypergen.scoring as scoring
 
     seen = []
     real = scoring.score_instances
@@ -178,3 +178,18 @@ def test_bar_checks_the_best_family_against_the_targets():
     assert [(round(c["value"], 6), c["met"]) for c in share] == [(0.9, False)]  # sg 0.45 of the oracle's 0.5
     blind = bar({**seen, "controls": {}})  # no controls scored: no method is shown to use its description
     assert blind["default"] is None and "picks no default generator" in report_markdown({**seen, "bar": blind}, SimpleNamespace(suite="x", split="seen", instances=3, seeds=1, out="o"))
+
+
+def test_every_eval_option_has_help():
+    """`hypergen eval --help` documents every EvalConfig field: the help comes from its docstring's `name: text.` entries."""
+    import dataclasses
+
+    from hypergen.cli_options import docstring_fields
+
+    names = [f.name for f in dataclasses.fields(EvalConfig)]
+    assert sorted(docstring_fields(EvalConfig.__doc__, names)) == sorted(names)
+    r = CliRunner().invoke(app, ["eval", "--help"])
+    shown = " ".join(r.stdout.split())
+    assert r.exit_code == 0, r.output
+    for text in ("ABMLL samples for each multiple-choice task", "resamples behind each 95% bootstrap CI", "the description encoder", "auto, cpu or cuda", "instead of SmolLM2", "the results folder"):
+        assert text in shown, text

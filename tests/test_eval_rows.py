@@ -142,7 +142,7 @@ def test_nll_is_the_training_loss_of_the_reference_answer(resident):
 
     from conftest import random_lora
     from hypergen.data import answer_loss, collate, encode_example
-    from hypergen.eval.scoring import score_instances
+    from hypergen.scoring import score_instances
     from hypergen.tasks import Instance, load_suite
 
     gen = load_suite(DEMO).get("antonyms").instances[:5]

@@ -263,3 +263,20 @@ def test_build_shards_tasks_across_two_processes(tiny_path, tmp_path):
     reports = [line for line in p.stdout.splitlines() if line.startswith("zoo: ")]
     assert reports == [f"zoo: {out} (4 experts)"]  # rank 0 reports once, after the barrier
     assert sorted(Zoo(out).names()) == sorted(["antonyms", "review_sentiment", "reverse_words", "uppercase"])
+
+
+def test_the_zoo_never_imports_the_eval():
+    """The eval sits above the zoo (it reads the zoo's split rule); both score through hypergen.scoring, below them."""
+    import ast
+
+    def imported(node) -> list[str]:  # "from hypergen import eval" counts as hypergen.eval
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        return [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else []
+
+    files = list((REPO_ROOT / "hypergen" / "zoo").glob("*.py"))
+    assert len(files) >= 4  # the zoo package was found
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            bad = [n for n in imported(node) if n.startswith("hypergen.eval.")]
+            assert not bad, f"hypergen/zoo/{path.name} imports {bad}: move what it needs below both (as hypergen.scoring)"

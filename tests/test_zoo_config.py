@@ -203,3 +203,27 @@ def test_deleting_a_corrupt_manifest_and_rebuilding_readopts_every_expert(tiny_p
     seconds = {r.name: r.seconds for r in tiny_zoo.records()}  # adopted in folder-name order
     assert {r.name: r.seconds for r in zoo.records()} == seconds and len(zoo) == len(seconds)
     assert zoo.meta["lora"] == tiny_zoo.meta["lora"]
+
+
+def test_every_build_option_has_help():
+    """`hypergen zoo build --help` documents every field of BuildConfig and the configs nested in it."""
+    import dataclasses
+
+    from hypergen.cli_options import docstring_fields
+
+    for cls in (BuildConfig, ExpertConfig, LoraSpec):
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert sorted(docstring_fields(cls.__doc__, names)) == sorted(names), cls.__name__
+
+
+def test_multitask_defaults_live_in_the_api_only():
+    """build_multitask takes steps and per_task from its caller: api.zoo_multitask, whose signature the CLI's
+    options come from, holds their defaults, so they are written once."""
+    import inspect
+
+    from hypergen import api
+
+    empty = inspect.Parameter.empty
+    build_params, api_params = inspect.signature(build_multitask).parameters, inspect.signature(api.zoo_multitask).parameters
+    for name in ("steps", "per_task"):
+        assert build_params[name].default is empty and api_params[name].default is not empty, name

@@ -3,11 +3,11 @@
     methods.py      Method (what each compared method is) and what makes its adapter
     protocol.py     EvalConfig, plan, run and resume, row keys
     stats.py        means, bootstrap CIs, differences, control gaps, the bar's checks
-    scoring.py      scoring a resident model on task instances
     calibration.py  ECE / Brier / entropy and ABMLL's sampled-adapter calibration
     report.py       report.md and methods.png
 
-Names load lazily, so importing hypergen.eval.scoring (as the zoo build does) loads no more than it needs.
+Scoring a model on task instances lives below both eval and the zoo build, in hypergen.scoring.
+Names load lazily, so importing one submodule loads no more than it needs.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def bayesian_calibration(
     family; for a deterministic one all samples are equal and the mutual information is 0. The
     resident's active adapter is restored afterwards.
     """
-    from hypergen.eval.scoring import option_probs
+    from hypergen.scoring import option_probs
 
     labels = option_labels(instances)
     res = generator.generate(cond, samples=samples, seed=seed)

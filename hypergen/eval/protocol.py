@@ -51,15 +51,23 @@ class EvalConfig:
     unseen). split: heldout | seen | all. methods: Method strings (methods.py): base, base_desc, oracle, a
     registered generator family, or a family's or the oracle's name + "+desc" (its adapter with the
     description in the prompt too); default all_methods(). instances: test instances per
-    task (a seeded subset when fewer than the task has). seeds: K. controls: also score each
-    description-dependent generator with a gibberish and another task's description (seed 0 only).
+    task (a seeded subset when fewer than the task has). seeds: how many seeds (K) each method is scored
+    with. controls: also score each description-dependent generator with a gibberish and another task's
+    description (seed 0 only). out: the results folder (results.jsonl, results.json, report.md and
+    methods.png); rerun with the same folder to resume.
     zoo / oracle_zoo: expert zoos (the oracle zoo holds experts trained on held-out tasks only, for the
     upper reference; never shown to a generator). tasks / limit: restrict the task list.
+    base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
+    encoder: the description encoder the generators use, minilm (real) or fake (tests); it must be the
+    one their checkpoints were trained with.
     max_new_tokens: greedy answers stop at the task's longest reference answer + ANSWER_SLACK tokens,
     at most this many (a reference of one word needs no 16-token answer; this cut the eval's decoding
     ~2x on the CPU and treats every method alike; the base, which rambles, gains most).
     long_budget: also answer with up to this many new tokens whatever the reference's length (seed 0,
     no controls; a separate ROUGE-L column), to see what the short budget cuts off. None: skip.
+    calibration_samples: adapters ABMLL samples for each multiple-choice task of the split, whose
+    averaged option probabilities (the Bayesian model average) give its calibration.
+    bootstrap: resamples behind each 95% bootstrap CI of the summary.
     """
 
     suite: str = "bigbench"
@@ -231,7 +239,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from hypergen import api
-    from hypergen.eval.scoring import score_instances
+    from hypergen.scoring import score_instances
     from hypergen.zoo.store import Zoo
 
     tasks = plan(cfg)

@@ -157,6 +157,7 @@ class Generator(nn.Module):
             samples=drawn if samples > 1 else [],
             uncertainty=uncertainty,
             timings_ms={"generate": t_gen},
+            checkpoint=self.checkpoint,
         )
         if not res.in_range:
             res.warnings.append(f"The description is far from every expert in the zoo (max similarity {max_sim:.2f} < {OUT_OF_RANGE}): the adapter is a guess outside the zoo's range.")

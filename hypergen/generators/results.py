@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -42,6 +43,8 @@ class GenerationResult:
     uncertainty: dict | None = None  # spread over samples (and the method's own variance, where it has one)
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None  # the folder a trained family was loaded from; None for baselines
+    answers: list[str] = field(default_factory=list)  # api.generate(inputs=...): one per input
 
     def summary(self) -> dict:
         """JSON-friendly view (no tensors)."""
@@ -55,6 +58,7 @@ class GenerationResult:
             "uncertainty": self.uncertainty,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "warnings": self.warnings,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "rank": self.weights.rank,
             "params": self.weights.num_params(),
         }

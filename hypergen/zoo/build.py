@@ -165,7 +165,7 @@ def _refuse_changed_settings(zoo: Zoo, seed: Zoo | None, names: list[str], cfg: 
 
 
 def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]:
-    from hypergen.eval.scoring import score_instances
+    from hypergen.scoring import score_instances
 
     train = instances(task, split, "train")
     test = instances(task, split, "test")[: cfg.eval_instances]
@@ -251,8 +251,10 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
     return Zoo(cfg.out)
 
 
-def build_multitask(cfg: BuildConfig, steps: int = 400, per_task: int = 100) -> ExpertRecord:
-    """The multi-task LoRA baseline: one adapter trained on every zoo task's train data together."""
+def build_multitask(cfg: BuildConfig, *, steps: int, per_task: int) -> ExpertRecord:
+    """The multi-task LoRA baseline: one adapter trained on every zoo task's train data together.
+    steps and per_task have no defaults here: api.zoo_multitask, the typed entry that the CLI's options
+    come from, holds them (and their help)."""
     from hypergen.base import load_base
 
     suite, split, names = plan(cfg)

@@ -36,7 +36,7 @@ class ExpertConfig:
     steps: optimizer steps (at most; see max_epochs). batch_size: examples per step.
     max_epochs: cap on passes over the task's training examples, so a task with 80 examples is not
     memorised over 10 epochs (a first zoo run did exactly that and lost accuracy); None = no cap. lr: AdamW peak learning rate, linear warmup
-    over `warmup` steps then linear decay to 0. max_tokens: token budget of prompt + answer (longer
+    over `warmup` steps then linear decay to 0. warmup: steps of that linear warmup. max_tokens: token budget of prompt + answer (longer
     inputs are cut from the start and counted). keep_last / every: keep the last `keep_last`
     trajectory checkpoints, `every` steps apart. select: which checkpoint becomes the expert:
     "val_loss" (early stopping: of the checkpoints every `every` steps, the one with the lowest

@@ -39,7 +39,7 @@ MULTITASK = "multitask"
 
 @dataclass
 class ExpertRecord:
-    """Everything known about one expert. Scores are dicts from eval.scoring.TaskScore.to_dict()."""
+    """Everything known about one expert. Scores are dicts from hypergen.scoring.TaskScore.to_dict()."""
 
     name: str
     family: str
