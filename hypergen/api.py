@@ -533,7 +533,7 @@ def train(
     if cfg.objective == "sft":
         from hypergen.generators.sft import prepare_sft
 
-        sft = prepare_sft(b, z, resident(base, device), cfg)
+        sft = prepare_sft(b, z, resident(base, device), cfg, encoder=encoder(encoder_name))
     out = Path(out) if out else generators_dir() / name
     run_name = name
     if init is not None:  # a warm-started run never resumes a cold one's checkpoints (or vice versa)

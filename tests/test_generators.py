@@ -23,7 +23,16 @@ def make(name, bank, tmp_path, steps=10):
 
     gen = build(name, bank)
     if gen.trainable:
-        train_generator(gen, TrainConfig(steps=steps, batch_size=4, logger="none", progress=False, ckpt_every=steps), tmp_path / name, run_name=f"test-{name}")
+        cfg, sft = TrainConfig(steps=steps, batch_size=4, logger="none", progress=False, ckpt_every=steps), None
+        if "recon" not in gen.objectives:  # an sft-only family (t2l) trains through a tiny base
+            from hypergen.base import load_base
+            from hypergen.generators.sft import prepare_sft
+            from hypergen.testing import make_tiny_llama
+            from hypergen.zoo.store import Zoo
+
+            cfg = TrainConfig(objective="sft", steps=steps, batch_size=2, sft_examples=1, sft_max_tokens=96, logger="none", progress=False, ckpt_every=steps)
+            sft = prepare_sft(bank, Zoo(bank.meta["zoo"]), load_base(make_tiny_llama(tmp_path / "tiny-llama"), device="cpu"), cfg)
+        train_generator(gen, cfg, tmp_path / name, sft_data=sft, run_name=f"test-{name}")
     return gen
 
 

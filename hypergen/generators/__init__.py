@@ -4,6 +4,7 @@
     icm                             ICM-LoRA (icm.py)
     sg                              SG-LoRA (sg.py)
     abmll                           ABMLL (abmll.py)
+    t2l                             Text-to-LoRA, sft only (t2l.py)
 
 The modules, one job each: layout.py (LoraWeights <-> flat vectors), bank.py (the zoo as tensors),
 results.py (what generate returns), base.py (GeneratorConfig, Generator and its generate template),
@@ -24,6 +25,7 @@ from hypergen.generators import baselines  # noqa: E402,F401  isort: skip
 from hypergen.generators import icm  # noqa: E402,F401  isort: skip
 from hypergen.generators import sg  # noqa: E402,F401  isort: skip
 from hypergen.generators import abmll  # noqa: E402,F401  isort: skip
+from hypergen.generators import t2l  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "OUT_OF_RANGE", "TRAINING_FILE", "ExpertBank", "GenerationResult", "Generator", "GeneratorConfig", "Layout", "Neighbor", "Sampled",

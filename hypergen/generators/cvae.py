@@ -4,7 +4,12 @@
     decoder    x_hat = offset + PerLayerDecoder([z, c])
     loss       MSE(x_hat, x) + beta * KL(q(z | x, c) || p(z | c))
 The families differ only in what they pass: ICM-LoRA has offset 0 and the fixed prior N(0, I); SG-LoRA
-has offset = its semantic prior mean and a learned prior p(z | c). The MSE is a mean over the P weights,
+has offset = its semantic prior mean and a learned prior p(z | c).
+
+The sft objective (`sft_adapter`) keeps the same model and replaces the MSE by the task NLL through the
+base: a row whose task has an expert x draws z from q(z | x, c) and pays beta * KL(q || p(z | c)) as in
+recon (the ELBO with x as extra evidence); a row with no expert draws z from p(z | c) itself, which is
+what generation does. Both draws are reparameterised; validation (eval mode) uses the mean. The MSE is a mean over the P weights,
 the KL a sum over latent dims (nats per example), both averaged over the batch.
 """
 
@@ -30,7 +35,7 @@ class CVAEGenerator(Generator):
 
     trainable = True
     stochastic = True
-    objectives = ("recon",)
+    objectives = ("recon", "sft")
     training_only: ClassVar[tuple[str, ...]] = ("x_enc.", "q_z.")  # the posterior q(z | x, c): training only
 
     def init_cvae(self, cond_dim: int, latent: int, hidden: int) -> None:
@@ -52,6 +57,20 @@ class CVAEGenerator(Generator):
         recon = ((self.decode(z, c, offset) - x) ** 2).mean()
         kl = gaussian_kl(qm, qlv, *(prior or ()))
         return {"loss": recon + self.config.beta * kl, "recon": recon, "kl": kl}
+
+    def sft_adapter(self, c: torch.Tensor, index: torch.Tensor, *, offset=0.0, prior: tuple | None = None):
+        """c (B, C) conditions, index (B,) the row's bank expert or -1 -> flat adapters (B, P) in weight
+        space and {"beta_kl": beta * KL}, the KL averaged over all rows (rows with no expert add 0)."""
+        pm, plv = prior if prior is not None else (torch.zeros(c.shape[0], self.config.latent, device=c.device),) * 2
+        has = index >= 0  # (B,)
+        m, lv, kl = pm, plv, c.new_zeros(())
+        if has.any():
+            x = self.norm.encode(self.bank.flat[index.clamp_min(0)])  # (B, P), the expert's final adapter
+            qm, qlv = self.q_z(torch.cat([self.x_enc(x - offset), c], 1)).chunk(2, -1)  # (B, Z) each
+            m, lv = torch.where(has[:, None], qm, pm), torch.where(has[:, None], qlv, plv)
+            kl = gaussian_kl(qm[has], qlv[has], *((pm[has], plv[has]) if prior is not None else ())) * has.float().mean()
+        z = m + torch.randn_like(m) * (0.5 * lv).exp() if self.training else m
+        return self.norm.decode(self.decode(z, c, offset)), {"beta_kl": self.config.beta * kl}
 
     @staticmethod
     def latents(mean: torch.Tensor, logvar: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:

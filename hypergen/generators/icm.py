@@ -9,7 +9,9 @@ one std per A and B tensor; see Normalizer)
     encoder    q(z | x, c) = N(mu, diag exp(logvar)),  (mu, logvar) = mlp([AdapterEncoder(x), c])
                (as the paper's code: x is summarised first, c joins just before the (mu, logvar) heads)
     decoder    x_hat = PerLayerDecoder([z, c])
-    loss       MSE(x_hat, x) + beta * KL(q(z | x, c) || N(0, I))
+    loss       MSE(x_hat, x) + beta * KL(q(z | x, c) || N(0, I))        (objective recon)
+               task NLL through the base + the same KL where the task has an expert (objective sft,
+               CVAEGenerator.sft_adapter)
     data       every stored checkpoint of every expert's trajectory x every description variant
                (`Generator.training_examples`); the paper trains on the checkpoints of the last epochs,
                which is what the zoo keeps (keep_last).
@@ -139,6 +141,12 @@ class ICMLoRA(CVAEGenerator):
         x = self.norm.encode(batch["target"])  # (B, P)
         c = self.condition(batch["cond"], self._batch_task_vector(batch))  # (B, C)
         return self.cvae_loss(x, c)
+
+    def adapter_for_training(self, cond, batch):
+        """sft: the CVAE's adapter through CVAEGenerator.sft_adapter (prior N(0, I), offset 0)."""
+        if self.config.task_vector_dim and "task_vector" not in batch and bool((batch["index"] < 0).any()):
+            raise HypergenError("ICM with task vectors trains with sft only on zoo tasks (one task vector per expert): use --tasks zoo or task_vector_dim=0.")
+        return self.sft_adapter(self.condition(cond, self._batch_task_vector(batch)), batch["index"])
 
     def sample(self, cond, n, gen, extra=None):
         tv = (extra or {}).get("task_vector")

@@ -11,7 +11,9 @@
        x_hat = mu_p + D(z, c)
    trained with MSE(x_hat, x) + beta * KL(q(z | x, c) || p(z | c)). During training an expert never
    sees itself among its own top-K (leave-one-out), so the model learns to go beyond its neighbours.
-At inference z ~ p(z | c); samples=1 uses the prior mean of z (deterministic). The result lists the
+At inference z ~ p(z | c); samples=1 uses the prior mean of z (deterministic).
+With the sft objective the same model trains on the task NLL through the base (CVAEGenerator.sft_adapter):
+the prior still comes from the top-K experts (a zoo task's own expert left out), the decoder corrects it. The result lists the
 experts used and their weights; the prior variance is reported as the method's own uncertainty.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from hypergen.generators.bank import ExpertBank
 from hypergen.generators.base import GeneratorConfig
@@ -60,7 +63,12 @@ class SGLoRA(CVAEGenerator):
 
     def semantic_prior(self, cond: torch.Tensor, exclude: torch.Tensor | None = None):
         """cond (B, D) -> mu_p (B, P), s2_p (B, P), top-k idx (B, K), weights (B, K)."""
-        _, idx, w = self.bank.top_k(cond, self.config.top_k, self.config.temperature, exclude)
+        if exclude is not None and bool((exclude < 0).any()):  # sft rows of tasks with no expert exclude nothing
+            sims = self.bank.similarities(cond).masked_fill(F.one_hot(exclude.clamp_min(0), len(self.bank)).bool() & (exclude >= 0)[:, None], float("-inf"))
+            s, idx = sims.topk(min(self.config.top_k, len(self.bank) - 1), dim=1)
+            w = torch.softmax(s / self.config.temperature, dim=1)
+        else:
+            _, idx, w = self.bank.top_k(cond, self.config.top_k, self.config.temperature, exclude)
         m, v = self.m[idx], self.v[idx]  # (B, K, P)
         mu = (w[..., None] * m).sum(1)
         s2 = (w[..., None] * v).sum(1) + (w[..., None] * (m - mu[:, None]) ** 2).sum(1)
@@ -77,6 +85,11 @@ class SGLoRA(CVAEGenerator):
         out = self.cvae_loss(x, c, offset=mu, prior=self.p_z(c).chunk(2, -1))
         out["prior_mse"] = ((mu - x) ** 2).mean()  # what the neighbours' mix alone would score: a yardstick
         return out
+
+    def adapter_for_training(self, cond, batch):
+        mu, s2, _, _ = self.semantic_prior(cond, exclude=batch["index"])
+        c = self.condition(cond, mu, s2)
+        return self.sft_adapter(c, batch["index"], offset=mu, prior=self.p_z(c).chunk(2, -1))
 
     def sample(self, cond, n, gen, extra=None):
         mu, s2, idx, w = self.semantic_prior(cond[None])

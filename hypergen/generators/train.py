@@ -2,10 +2,13 @@
 
 Objectives
 - recon: match the experts' weights (and trajectory checkpoints). Cheap: no base model involved.
-- sft:   next-token loss of the zoo tasks' data through the base model with the generated adapter
-         (Text-to-LoRA found this better). For families that list "sft" in `objectives` (adapter_for_training).
+- sft:   answer-token loss of tasks' data through the frozen base with each row's generated adapter
+         (Text-to-LoRA found this better; hypergen.generators.sft). For families that list "sft" in
+         `objectives` (adapter_for_training). Tasks: the zoo's, or every task of a descriptions file
+         (`tasks`); whole validation families pick the checkpoint kept (the best validation NLL).
 
-Runs are resumable (Lightning checkpoints every `ckpt_every` steps; a rerun continues from the last),
+Runs are resumable (Lightning checkpoints every `ckpt_every` steps; a rerun continues from the last, and
+the sft batches of step s depend on (seed, rank, s) alone, so a run killed and resumed sees the same data),
 distributed through Lightning strategies (--devices / --strategy / --num-nodes), and stop on a
 non-finite loss with the step and the value, keeping the last good checkpoint.
 """
@@ -36,6 +39,14 @@ class TrainConfig:
     ckpt_every: steps between resumable checkpoints. val_experts: names held out of the bank and the
     training data to measure reconstruction on experts the generator never saw.
     devices / strategy / num_nodes / accelerator: passed to the Lightning Trainer.
+    warmup: steps of linear learning-rate warm-up (a T2L-style hypernetwork diverges without it).
+    bf16: bf16 autocast when training on CUDA (ignored on CPU).
+    sft: tasks: "zoo" (the experts' tasks), "descriptions" (every task of the descriptions file, read
+    from task_suite) or "suite" (every task of task_suite; each needs descriptions in the file).
+    descriptions: the descriptions file ("" = data/descriptions/bigbench.json). min_examples: tasks
+    with fewer usable instances are left out. val_families: whole families kept for validation
+    (None: 4, or 0 for tasks="zoo"); val_every: steps between validations. sft_examples: train
+    examples per row; sft_max_tokens: the longest example; sft_max_train: train examples kept per task.
     """
 
     objective: Literal["recon", "sft"] = "recon"
@@ -53,13 +64,26 @@ class TrainConfig:
     accelerator: str = "auto"
     logger: Literal["wandb", "csv", "none"] = "wandb"
     progress: bool = True
-    sft_examples: int = 4  # sft: text examples per task per step
+    warmup: int = 0
+    bf16: bool = False
+    tasks: Literal["zoo", "descriptions", "suite"] = "zoo"
+    task_suite: str = "bigbench"
+    descriptions: str = ""
+    min_examples: int = 30
+    val_families: int | None = None
+    val_every: int = 100
+    sft_examples: int = 4
     sft_max_tokens: int = 128
+    sft_max_train: int = 128
 
     def __post_init__(self):
         if self.objective not in ("recon", "sft"):
             raise HypergenError(f"--objective must be recon or sft; got {self.objective!r}.")
-        for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every"):
+        if self.tasks not in ("zoo", "descriptions", "suite"):
+            raise HypergenError(f"--tasks must be zoo, descriptions or suite; got {self.tasks!r}.")
+        if self.warmup < 0 or (self.val_families is not None and self.val_families < 0):
+            raise HypergenError(f"--warmup and --val-families must be >= 0; got {self.warmup}, {self.val_families}.")
+        for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every", "val_every", "min_examples", "sft_examples", "sft_max_train"):
             if getattr(self, k) < 1:
                 raise HypergenError(f"TrainConfig.{k} must be >= 1; got {getattr(self, k)}.")
         self.val_experts = tuple(self.val_experts)
@@ -75,6 +99,13 @@ class LitGenerator(pl.LightningModule):
         self.history: list[dict] = []
 
     def train_dataloader(self):
+        if self.cfg.objective == "sft":
+            from hypergen.generators.sft import TrainBatches
+
+            # from the restored step on (global_step is restored before this is called). A resumed epoch
+            # counts its batches from that step, so the loader keeps the full length; max_steps ends it.
+            steps = range(self.global_step, self.global_step + self.cfg.steps)
+            return DataLoader(TrainBatches(self._sft, self.cfg.batch_size, self.cfg.seed, self.global_rank), batch_size=None, sampler=steps)
         # each rank draws its own batches (seed + rank); rank 0 draws what a 1-process run draws
         g = torch.Generator().manual_seed(self.cfg.seed + self.global_rank)
         sampler = RandomSampler(self._data, replacement=True, num_samples=self.cfg.steps * self.cfg.batch_size, generator=g)
@@ -94,14 +125,34 @@ class LitGenerator(pl.LightningModule):
                 f"The last good checkpoint is kept; lower --lr or check the zoo for NaN weights."
             )
         logs = {f"train/{k}": v.detach() for k, v in out.items()}
+        logs["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])  # the warm-up, visible in the logs
         self.log_dict(logs, prog_bar=True, on_step=True)
         if self.global_step % self.cfg.log_every == 0:
             self.history.append({"step": self.global_step, **{k: float(v.detach()) for k, v in out.items()}})
         return loss
 
+    def val_dataloader(self):
+        from hypergen.generators.sft import val_batches
+
+        return DataLoader(val_batches(self._sft, self.cfg.batch_size) if self._sft is not None else [], batch_size=None)
+
+    def validation_step(self, batch, batch_idx):
+        from hypergen.generators.sft import sft_step
+
+        nll = sft_step(self.generator, self._sft, batch, validation=True)["nll"]
+        self.log("val/nll", nll, on_epoch=True, batch_size=len(batch))
+
+    def on_validation_epoch_end(self):
+        if "val/nll" in self.trainer.callback_metrics and not self.trainer.sanity_checking:
+            self.history.append({"step": self.global_step, "val_nll": float(self.trainer.callback_metrics["val/nll"])})
+
     def configure_optimizers(self):
         params = [p for p in self.generator.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if not self.cfg.warmup:
+            return opt
+        warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.cfg.warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": warm, "interval": "step"}}
 
 
 def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> dict:
@@ -120,17 +171,23 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     import hashlib
 
     shapes = {k: list(v.shape) for k, v in generator.state_for_save().items()}  # a code change that alters shapes starts afresh
-    key = json.dumps([generator.family, generator.config.to_dict(), asdict(cfg), generator.bank.names, str(out.resolve()), shapes], sort_keys=True, default=str)
+    data_key = sft_data.fingerprint if sft_data is not None else None  # other sft tasks: another run
+    key = json.dumps([generator.family, generator.config.to_dict(), asdict(cfg), generator.bank.names, str(out.resolve()), shapes, data_key], sort_keys=True, default=str)
     run_id = hashlib.sha1(key.encode()).hexdigest()[:10]
     ckpt_dir = paths.runs_dir() / "generators" / f"{run_name or generator.family}-{run_id}" / "ckpt"
     pl.seed_everything(cfg.seed, verbose=False)
     data = generator.training_examples()
     if len(data) == 0:
         raise HypergenError("No training examples: the zoo is empty.")
+    if cfg.objective == "sft" and sft_data is not None and getattr(generator, "fit_conditions", None) and generator.checkpoint is None:
+        generator.fit_conditions(torch.cat([t.cond for t in sft_data.tasks]))  # t2l centres and scales on its training descriptions
+    validate = cfg.objective == "sft" and sft_data is not None and bool(sft_data.val)
     lit = LitGenerator(generator, cfg, data, sft=sft_data)
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=cfg.ckpt_every, save_last=True, save_top_k=0)
+    # the kept checkpoint: the best validation NLL (its score survives a resume inside last.ckpt)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min", save_top_k=1) if validate else None
 
     class _Cfg:  # ExpertConfig-like view for the shared logger factory
         logger = cfg.logger
@@ -145,12 +202,15 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision="32-true",
+        precision="bf16-mixed" if cfg.bf16 and torch.cuda.is_available() else "32-true",
         logger=make_logger(_Cfg, run_name or generator.family, "generators"),
-        callbacks=[ckpt, *progress_bars(cfg.progress)],
+        callbacks=[ckpt, *([best] if best else []), *progress_bars(cfg.progress)],
         enable_model_summary=False,
         enable_progress_bar=cfg.progress,
         num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0,
+        val_check_interval=min(cfg.val_every, cfg.steps) if validate else None,
+        check_val_every_n_epoch=None if validate else 1,  # val_every counts steps across a resume
         log_every_n_steps=cfg.log_every,
         use_distributed_sampler=False,  # the sampler already draws cfg.steps batches per rank
     )
@@ -158,6 +218,9 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     t = time.perf_counter()
     trainer.fit(lit, ckpt_path=str(last) if last.is_file() else None)
     seconds = time.perf_counter() - t
+    if best is not None and best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        lit.load_state_dict(state)  # keep the best on validation, not the last
     if cfg.logger == "wandb" and os.environ.get("WANDB_MODE") != "disabled":
         import wandb
 
@@ -171,7 +234,14 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         "global_rank": trainer.global_rank,  # under ddp every rank returns; only rank 0 saves and reports
         "history": lit.history,
         "final": lit.history[-1] if lit.history else None,
+        "steps_done": trainer.global_step,
     }
+    if validate:
+        summary["best_val_nll"] = float(best.best_model_score) if best.best_model_score is not None else None
+        summary["best_checkpoint"] = best.best_model_path or None
+    if sft_data is not None:
+        summary["sft_tasks"] = {"train": len(sft_data.tasks), "val": len(sft_data.val), "families": len(sft_data.families),
+                                "left_out_small": sft_data.n_small, "examples_truncated": sft_data.n_truncated, "examples_skipped": sft_data.n_skipped}
     if trainer.global_rank == 0:
         generator.save(out, extra={"train": asdict(cfg)})
         (out / "train.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -1,0 +1,82 @@
+"""SFT on tasks, not experts: the descriptions/suite task sources, validation families and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hypergen.errors import HypergenError
+from hypergen.generators.sft import prepare_sft
+from hypergen.generators.train import TrainConfig
+from hypergen.paths import REPO_ROOT
+from hypergen.tasks import load_suite
+from hypergen.text import FakeEncoder
+
+DEMO = str(REPO_ROOT / "data" / "demo" / "demo.jsonl")
+WORDS = {
+    "antonyms": ["Give the opposite word.", "Antonym of the word.", "Say the word meaning the reverse.", "Opposites: answer with one word."],
+    "review_sentiment": ["Is the review positive or negative?", "Classify the review.", "Sentiment of a product review.", "Say Positive or Negative."],
+    "reverse_words": ["Reverse the words.", "Last word first.", "Write the sentence backwards by words.", "Flip the word order."],
+    "uppercase": ["Capitalise the word.", "Write it in capitals.", "Upper case, please.", "Shout the word in capital letters."],
+}
+
+
+def write(path, tasks, heldout=None):
+    path.write_text(json.dumps({"version": 1, "tasks": {n: [{"text": t, "source": "own"} for t in ds] for n, ds in tasks.items()},
+                                "heldout": {n: [{"text": t, "source": "eval"} for t in ds] for n, ds in (heldout or {}).items()}}))
+    return str(path)
+
+
+def cfg(path, **kw) -> TrainConfig:
+    return TrainConfig(**{"objective": "sft", "tasks": "descriptions", "task_suite": DEMO, "descriptions": path, "val_families": 1,
+                          "min_examples": 10, "sft_max_tokens": 96, "logger": "none", "progress": False, **kw})
+
+
+def test_descriptions_source_trains_on_every_described_task(tiny_bank, tiny_zoo, resident, tmp_path):
+    path = write(tmp_path / "d.json", WORDS)
+    data = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path), encoder=FakeEncoder())
+    assert len(data.tasks) == 3 and len(data.val) == 1
+    assert {t.name for t in data.tasks + data.val} == set(WORDS) and data.val[0].family not in {t.family for t in data.tasks}
+    suite = load_suite(DEMO)
+    for t in data.tasks + data.val:
+        torch.testing.assert_close(t.cond, FakeEncoder().encode(WORDS[t.name]))  # every variant, embedded
+        assert t.expert == tiny_bank.names.index(t.name)  # a zoo task keeps its expert (sg leaves it out of its prior)
+        n = len(suite.get(t.name).instances)
+        assert len(t.val) == min(20, n // 5) and len(t.train) + len(t.val) + data.n_skipped <= n  # the fixed validation slice apart
+    again = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path), encoder=FakeEncoder())
+    assert [t.name for t in again.val] == [t.name for t in data.val] and again.fingerprint == data.fingerprint  # chosen deterministically
+
+
+def test_the_shipped_file_covers_hundreds_of_tasks_from_100_families():
+    from hypergen.tasks.descriptions import load_descriptions
+
+    names = list(load_descriptions())
+    assert len(names) >= 250 and len({n.split("/")[0] for n in names}) >= 100
+
+
+def test_suite_source_needs_descriptions_for_every_task(tiny_bank, tiny_zoo, resident, tmp_path):
+    path = write(tmp_path / "d.json", {k: v for k, v in WORDS.items() if k != "uppercase"})
+    with pytest.raises(HypergenError, match="descriptions missing for task 'uppercase'"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path, tasks="suite"), encoder=FakeEncoder())
+
+
+def test_no_usable_tasks_is_a_clear_error(tiny_bank, tiny_zoo, resident, tmp_path):
+    with pytest.raises(HypergenError, match="No usable tasks for SFT.*--min-examples"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(write(tmp_path / "d.json", WORDS), min_examples=1000), encoder=FakeEncoder())
+
+
+def test_heldout_families_never_train(tiny_bank, tiny_zoo, resident, tmp_path):
+    path = write(tmp_path / "d.json", WORDS, heldout={"antonyms/other": ["An evaluation description."]})
+    with pytest.raises(HypergenError, match="held-out families.*antonyms"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path), encoder=FakeEncoder())
+
+
+def test_bad_settings_are_refused(tiny_bank, tiny_zoo, resident, tmp_path):
+    with pytest.raises(HypergenError, match="--tasks must be zoo, descriptions or suite"):
+        TrainConfig(tasks="all")
+    with pytest.raises(HypergenError, match="--val-families 4 needs"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(write(tmp_path / "d.json", WORDS), val_families=4), encoder=FakeEncoder())
+    with pytest.raises(HypergenError, match="bank uses 'fake'"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(write(tmp_path / "e.json", WORDS)), encoder=type("E", (), {"name": "other", "encode": None})())
