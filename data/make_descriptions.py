@@ -26,7 +26,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from hypergen.tasks.bigbench import _as_instruction, parse_task, readable_subtask, task_name
+from hypergen.tasks.bigbench import PREFIX_FIELDS, _as_instruction, parse_task, readable_subtask, task_name
 from hypergen.tasks.core import Task, clean_text, join_sentences, label_sentence, norm_text, read_json, says
 from hypergen.tasks.descriptions import DEFAULT_PATH, VERSION
 from hypergen.tasks.split import Split, SplitCriteria, TaskStats, _related, load_split
@@ -69,8 +69,15 @@ def read_tasks(root: Path):
             parent = parent_data.setdefault(pfile, read_json(pfile))
         with warnings.catch_warnings():  # a skipped task is counted in the summary instead
             warnings.simplefilter("ignore")
-            task = parse_task(data, name, parent) if isinstance(data, dict) else None
+            task = parse_task(_bare(data), name, parent and _bare(parent)) if isinstance(data, dict) else None
         yield name, data, parent, task
+
+
+def _bare(data: dict) -> dict:
+    """The task without BIG-bench's example prefixes: descriptions show "abandon -> abandoned", not the
+    framed prompt "Today I abandon. Yesterday I" (which would also hide what kind of input it is); the
+    "prefixes" source says the framing."""
+    return {k: v for k, v in data.items() if k not in PREFIX_FIELDS}
 
 
 def build(root: Path, split: Split) -> tuple[dict, dict]:

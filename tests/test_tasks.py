@@ -30,7 +30,7 @@ from hypergen.tasks import (
     load_suite,
     make_split,
 )
-from hypergen.tasks.bigbench import download_from_index, parse_task
+from hypergen.tasks.bigbench import PREFIX_FIELDS, download_from_index, parse_task
 from hypergen.tasks.split import family_groups
 
 # --- BIG-bench -------------------------------------------------------------------------------------
@@ -169,6 +169,95 @@ def test_options_not_appended_when_the_task_says_so_and_context_prefix_is_kept(b
     assert "Options:" not in first.input
     assert first.targets == ["7"]
     assert task.descriptions == ["Answer questions about a table of penguins."]
+
+
+# BIG-bench's framing (json_task.py, zero-shot): input_prefix + input + choices + output_prefix.
+TODAY = {"example_input_prefix": "Today I ", "example_output_prefix": ". Yesterday I "}
+
+
+def framed_task(fields, examples=({"input": "walk", "target": "walked"},), parent=None, name="t"):
+    return parse_task({"description": "A task", **fields, "examples": list(examples)}, name, parent)
+
+
+@pytest.mark.parametrize(
+    "fields, shown",
+    [
+        ({}, "walk"),  # nothing defined: no BIG-bench default "Q: "/"A: " either
+        ({"example_input_prefix": "Today I "}, "Today I walk"),
+        ({"example_output_prefix": ". Yesterday I "}, "walk. Yesterday I"),
+        (TODAY, "Today I walk. Yesterday I"),
+        ({"example_input_prefix": "\nQ: ", "example_output_prefix": "\nA: "}, "Q: walk\nA:"),
+        ({"example_input_prefix": "", "example_output_prefix": ""}, "walk"),
+        # A context task_prefix comes first, as BIG-bench prepends it to the whole prompt.
+        ({"task_prefix": "walk -> walked\nrun -> ran\nsee -> saw\n", **TODAY}, "walk -> walked\nrun -> ran\nsee -> saw\nToday I walk. Yesterday I"),
+    ],
+)
+def test_bigbench_example_prefixes_frame_the_input(fields, shown):
+    (inst,) = framed_task(fields).instances
+    assert inst.input == shown
+    assert inst.targets == ["walked"]  # the answer continues the output prefix
+
+
+def mc_example(question="Which is a fruit?"):
+    return {"input": question, "target_scores": {"car": 0, "pear": 1, "rock": 0, "shoe": 0}}
+
+
+def test_choice_prefix_lists_the_shuffled_options_before_the_output_prefix():
+    plain = framed_task({}, [mc_example()]).instances[0]
+    task = framed_task({"choice_prefix": "\n  choice: ", "example_output_prefix": "\nA: "}, [mc_example()])
+    (inst,) = task.instances
+    assert inst.options == plain.options  # the same seeded shuffle as without the prefix
+    assert inst.options != ["car", "pear", "rock", "shoe"]
+    assert inst.input == "Which is a fruit?" + "".join(f"\n  choice: {o}" for o in inst.options) + "\nA:"
+    assert "Options:" not in inst.input and inst.targets == ["pear"]
+
+
+@pytest.mark.parametrize("choice_prefix", ["", " "])
+def test_a_blank_choice_prefix_keeps_our_options_line(choice_prefix):
+    # BIG-bench would run the options together ("...?carpearrockshoe"): multiemo's 110 subtasks say "".
+    (inst,) = framed_task({"choice_prefix": choice_prefix, **TODAY}, [mc_example("go")]).instances
+    assert inst.input == f"Today I go\nOptions: {' | '.join(inst.options)}. Yesterday I"
+
+
+def test_options_left_out_when_append_choices_is_false_but_prefixes_stay():
+    fields = {"append_choices_to_input": False, "choice_prefix": " option: ", **TODAY}
+    (inst,) = framed_task(fields, [mc_example("go")]).instances
+    assert inst.input == "Today I go. Yesterday I"
+    assert sorted(inst.options) == ["car", "pear", "rock", "shoe"]
+
+
+def test_subtask_uses_its_parents_prefixes_unless_it_defines_its_own():
+    parent = {"description": "Morphology", **TODAY, "choice_prefix": " option: "}
+    (inst,) = framed_task({}, parent=parent, name="p/sub").instances
+    assert inst.input == "Today I walk. Yesterday I"
+    (own,) = framed_task({"example_input_prefix": "Now I "}, parent=parent, name="p/sub").instances
+    assert own.input == "Now I walk. Yesterday I"
+    (mc,) = framed_task({}, [mc_example()], parent=parent, name="p/sub").instances
+    assert mc.input.startswith("Today I Which is a fruit? option: ") and mc.input.endswith(". Yesterday I")
+
+
+def test_parent_prefixes_reach_subtasks_loaded_from_files(tmp_path):
+    write_json(tmp_path / "morph/task.json", {"description": "Morphology", **TODAY})
+    write_json(tmp_path / "morph/past/task.json", {"description": "Past tense", "examples": [{"input": "walk", "target": "walked"}]})
+    task = load_suite(tmp_path).get("morph/past")
+    assert task.instances[0].input == "Today I walk. Yesterday I"
+
+
+def test_without_the_prefix_fields_a_task_reads_as_reader_version_1():
+    # data/make_descriptions.py describes tasks this way; append_choices_to_input is version 1's too.
+    data = {"description": "A task", "append_choices_to_input": False, "choice_prefix": " option: ", **TODAY,
+            "examples": [mc_example("go")]}  # fmt: skip
+    assert parse_task(data, "t").instances[0].input == "Today I go. Yesterday I"
+    bare = {k: v for k, v in data.items() if k not in PREFIX_FIELDS}
+    assert parse_task(bare, "t").instances[0].input == "go"
+
+
+def test_prefixes_do_not_change_which_examples_are_usable():
+    # Same instances (and split sizes) as without framing: an empty input with no options stays unusable.
+    examples = [{"input": "", "target": "a"}, {"input": "walk", "target": "walked"}, {"input": "walk", "target": "walked"}]
+    assert len(framed_task(TODAY, examples).instances) == 1
+    with pytest.warns(UserWarning, match="no examples"):
+        assert framed_task({"append_choices_to_input": False, **TODAY}, [mc_example("")]) is None
 
 
 def test_weak_subtask_description_gets_parent_instruction_name_and_labels(bigbench_tree):
@@ -571,3 +660,51 @@ def test_real_multiple_choice_answer_is_not_always_last(bigbench_cache):
     task = load_suite("bigbench").get("arithmetic/2_digit_multiplication")
     positions = [inst.options.index(inst.targets[0]) for inst in task.instances]
     assert max(positions.count(p) for p in set(positions)) < 0.5 * len(positions)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "name, word, shown, answer",
+    [
+        ("linguistic_mappings/past_tense_json", "abandon", "Today I abandon. Yesterday I", "abandoned"),
+        ("linguistic_mappings/plural_json", "ability", "This is a ability. Now there is another one. There are two", "abilities"),
+        ("linguistic_mappings/de_past_tense_json", "versammeln", "Heute versammeln wir. Gestern", "versammelt"),
+    ],
+)
+def test_real_morphology_subtasks_show_bigbench_prefixes(bigbench_cache, name, word, shown, answer):
+    task = load_suite("bigbench").get(name)
+    by_input = {inst.input: inst for inst in task.instances}
+    assert by_input[shown].targets == [answer]
+    # Every instance is framed, none is a bare word, and the few-shot separator (" ich. ") never shows.
+    prefix, suffix = shown.split(word)
+    assert all(i.input.startswith(prefix) and i.input.endswith(suffix) for i in task.instances)
+    assert not any(" ich. " in i.input for i in task.instances)
+
+
+@pytest.mark.integration
+def test_real_tense_defines_no_prefixes_and_is_shown_as_before(bigbench_cache):
+    task = load_suite("bigbench").get("tense")
+    first = task.instances[0]
+    assert first.input == "She had applied for the job. Change tense to PRESENT PERFECT:"
+    assert first.targets == ["She has applied for the job."]
+    assert not any(i.input.startswith("Q:") or "\nA:" in i.input for i in task.instances)
+
+
+@pytest.mark.integration
+def test_real_multiple_choice_with_choice_prefix(bigbench_cache):
+    task = load_suite("bigbench").get("conceptual_combinations/contradictions")
+    for inst in task.instances:
+        options = "".join(f"\n option: {o}" for o in inst.options)
+        assert inst.input.endswith(options + "\nAnswer:") and "Options:" not in inst.input
+    first = task.instances[0]
+    assert first.input.startswith("Concept: Colourless red surfaces. Question: Which of the following")
+    assert first.targets == ["Colourless red surfaces cannot exist."]
+    positions = [inst.options.index(inst.targets[0]) for inst in task.instances]
+    assert len(set(positions)) > 1  # still our seeded shuffle
+
+
+@pytest.mark.integration
+def test_real_multiple_choice_with_a_blank_choice_prefix_keeps_the_options_line(bigbench_cache):
+    task = load_suite("bigbench").get("multiemo/all_sentence_en")
+    inst = task.instances[0]
+    assert inst.input.endswith("\nOptions: " + " | ".join(inst.options))

@@ -227,3 +227,17 @@ def test_multitask_defaults_live_in_the_api_only():
     build_params, api_params = inspect.signature(build_multitask).parameters, inspect.signature(api.zoo_multitask).parameters
     for name in ("steps", "per_task"):
         assert build_params[name].default is empty and api_params[name].default is not empty, name
+
+
+def test_a_zoo_of_older_bigbench_prompts_is_not_extended_or_relabelled(tmp_path, no_training):
+    """The shipped zoo predates the reader's prefixes (no bigbench_reader = version 1): a bigbench build
+    into it, or seeded from it, is refused before anything is written."""
+    shipped = REPO_ROOT / "zoo"
+    old = shutil.copytree(shipped, tmp_path / "old")
+    before = snapshot(old)
+    cfg = BuildConfig(out=str(old), limit=1, expert=ExpertConfig(logger="none", progress=False))
+    with pytest.raises(HypergenError, match="reader version 1; this build reads version 2"):
+        build_zoo(cfg)
+    assert snapshot(old) == before
+    with pytest.raises(HypergenError, match="reader version 1"):
+        build_zoo(replace(cfg, out=str(tmp_path / "new"), seed_from=str(old)))

@@ -35,18 +35,24 @@ from hypergen.generators.base import Generator
 class TrainConfig:
     """How a generator is trained.
 
-    objective: "recon" or "sft" (see module doc). steps / batch_size / lr / weight_decay: the optimiser.
-    ckpt_every: steps between resumable checkpoints. val_experts: names held out of the bank and the
-    training data to measure reconstruction on experts the generator never saw.
-    devices / strategy / num_nodes / accelerator: passed to the Lightning Trainer.
+    objective: "recon" (match the experts' weights) or "sft" (answer loss through the frozen base; see
+    the module doc). steps: optimiser steps. batch_size: rows per step (an expert checkpoint for recon;
+    a task with one description and sft_examples examples for sft). lr: peak learning rate (AdamW).
+    weight_decay: AdamW's weight decay. seed: seeds initialisation and the data order.
+    ckpt_every: steps between resumable checkpoints. log_every: steps between logged losses.
+    val_experts: names held out of the bank and the training data to measure reconstruction on experts
+    the generator never saw. devices / strategy / num_nodes / accelerator: passed to the Lightning
+    Trainer. logger: wandb (offline unless WANDB_MODE=online), csv or none. progress: show a progress bar.
     warmup: steps of linear learning-rate warm-up (a T2L-style hypernetwork diverges without it).
     bf16: bf16 autocast when training on CUDA (ignored on CPU).
-    sft: tasks: "zoo" (the experts' tasks), "descriptions" (every task of the descriptions file, read
-    from task_suite) or "suite" (every task of task_suite; each needs descriptions in the file).
+    tasks: where sft rows come from: "zoo" (the experts' tasks), "descriptions" (every task of the
+    descriptions file, read from task_suite) or "suite" (every task of task_suite; each needs
+    descriptions in the file). task_suite: the task suite sft reads ("bigbench" or a path).
     descriptions: the descriptions file ("" = data/descriptions/bigbench.json). min_examples: tasks
-    with fewer usable instances are left out. val_families: whole families kept for validation
-    (None: 4, or 0 for tasks="zoo"); val_every: steps between validations. sft_examples: train
-    examples per row; sft_max_tokens: the longest example; sft_max_train: train examples kept per task.
+    with fewer usable instances are left out. val_families: whole families kept apart for validation
+    (default 4, or 0 when tasks is "zoo"). val_every: steps between validations. sft_examples: train
+    examples per row. sft_max_tokens: the longest example in tokens (prompt + answer).
+    sft_max_train: train examples kept per task.
     """
 
     objective: Literal["recon", "sft"] = "recon"

@@ -4,6 +4,9 @@ We never install the `bigbench` package (it pins old TensorFlow and friends) and
 into the repo. The sdist holds bigbench/benchmark_tasks/<task>/task.json and, for tasks split into
 subtasks, <task>/<subtask>/task.json; a parent file then has no examples of its own. Programmatic
 tasks (task.py) are ignored.
+
+Each example is shown as BIG-bench's json_task.py shows it, zero-shot (see `Framing`), inside our chat
+template: the framed input is the user turn and the target the assistant's answer.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tarfile
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypergen import paths
@@ -45,6 +49,9 @@ SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2
 SHORT_DESCRIPTION_WORDS = 20
 _MARKER = ".extracted"  # written last, so a half-finished extraction never looks complete
 _TASKS_DIR = "bigbench/benchmark_tasks/"
+READER_VERSION = 2
+"""The prompts this reader builds, recorded by a zoo so it says which prompts its experts saw.
+1 (before 2026-11-30): bare inputs. 2: BIG-bench's example and choice prefixes where a task defines them."""
 
 
 def bigbench_root() -> Path:
@@ -210,12 +217,12 @@ def parse_task(data: dict, name: str, parent: dict | None = None) -> Task | None
     # A prefix that is not an instruction is context the examples need (a table, a glossary, a few
     # translated sentences): BIG-bench prepends it to every input, and so do we.
     context = "" if instruction or not prefix.strip() else prefix
-    append = bool(data.get("append_choices_to_input", True))  # BIG-bench's default is True
+    framing = Framing.of(data, parent)
 
     instances = []
     seen = set()
     for example in data.get("examples") or []:
-        inst = _parse_example(example, context, append)
+        inst = _parse_example(example, context, framing)
         if inst is None or (inst.input, *inst.targets) in seen:  # BIG-bench drops duplicates too
             continue
         seen.add((inst.input, *inst.targets))
@@ -230,11 +237,58 @@ def parse_task(data: dict, name: str, parent: dict | None = None) -> Task | None
     return Task(name, variants, instances, categories=keywords, source="bigbench")
 
 
-def _parse_example(example, context: str, append: bool) -> Instance | None:
+PREFIX_FIELDS = ("example_input_prefix", "example_output_prefix", "choice_prefix")
+"""What version 2 reads beyond version 1: a task.json without them gives version 1's inputs."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How BIG-bench frames one example zero-shot, from the fields the task defines (a subtask falls back
+    on its parent task.json): input_prefix + input + choice_prefix + choice_prefix.join(options) +
+    output_prefix, so the answer continues the output prefix ("Today I walk. Yesterday I" -> "walked").
+
+    A field the task leaves out stays empty rather than taking BIG-bench's default ("\\nQ: ", "\\nA: "):
+    those only mark whose turn it is, which the chat template already does. The few-shot separator
+    never applies (we are zero-shot), and task_prefix is handled by parse_task (instruction or context).
+    """
+
+    input_prefix: str = ""
+    output_prefix: str = ""
+    choice_prefix: str = ""
+    """Blank (multiemo's "") means our "\\nOptions: A | B | C": BIG-bench would run the options together."""
+    append_choices: bool = True
+
+    @classmethod
+    def of(cls, data: dict, parent: dict | None = None) -> Framing:
+        fields = (*PREFIX_FIELDS, "append_choices_to_input")
+        defined = {k: v for k, v in (parent or {}).items() if k in fields}
+        defined.update({k: v for k, v in data.items() if k in fields})
+        return cls(
+            input_prefix=str(defined.get("example_input_prefix") or ""),
+            output_prefix=str(defined.get("example_output_prefix") or ""),
+            choice_prefix=str(defined.get("choice_prefix") or ""),
+            # BIG-bench's default is True; the string "false" (4 tasks) is truthy, in version 1 and in
+            # BIG-bench's `if append_choices_to_input:` alike (identify_odd_metaphor asks "Which of the following ...").
+            append_choices=bool(defined.get("append_choices_to_input", True)),
+        )
+
+    def present(self, context: str, text: str, options: list[str] | None = None) -> str:
+        """The input as the model sees it; without prefixes exactly version 1's (context + text, options)."""
+        shown = (context + self.input_prefix + text).strip()
+        if options and self.append_choices:
+            if self.choice_prefix.strip():
+                shown += self.choice_prefix + self.choice_prefix.join(options)
+            else:
+                shown = append_options(shown, options)
+        return (shown + self.output_prefix).strip()
+
+
+def _parse_example(example, context: str, framing: Framing) -> Instance | None:
     if not isinstance(example, dict) or not isinstance(example.get("input"), str):
         return None
     # The input may be empty when the options alone are the question (cause_and_effect: "which
-    # sentence makes more sense").
+    # sentence makes more sense"). Whether an example is usable, and its options' order, depend on the
+    # unframed text, so prefixes never change which instances a task has.
     text = (context + example["input"]).strip()
     target = example.get("target")  # a string, a list of accepted strings, or absent
     if not isinstance(target, list):
@@ -243,7 +297,7 @@ def _parse_example(example, context: str, append: bool) -> Instance | None:
 
     scores = example.get("target_scores")
     if not isinstance(scores, dict) or len(scores) < 2:
-        return Instance(text, explicit) if text and explicit else None
+        return Instance(framing.present(context, example["input"]), explicit) if text and explicit else None
     try:
         scores = {str(k).strip(): float(v) for k, v in scores.items()}
     except (TypeError, ValueError):
@@ -251,11 +305,12 @@ def _parse_example(example, context: str, append: bool) -> Instance | None:
     best = max(scores.values())
     if best <= min(scores.values()) or "" in scores:  # no right answer, or an empty option
         return None
+    if not (text or framing.append_choices):  # nothing to show: neither a question nor options
+        return None
     options = shuffle_options(list(scores), key=text)
     # An explicit target is BIG-bench's canonical answer (arithmetic has both); else the best options.
     targets = [t for t in explicit if t in scores] or [o for o in options if scores[o] == best]
-    shown = append_options(text, options).strip() if append else text
-    return Instance(shown, targets, options) if shown else None
+    return Instance(framing.present(context, example["input"], options), targets, options)
 
 
 def description_variants(

@@ -124,8 +124,11 @@ def changed_settings(record, expert: ExpertConfig) -> dict[str, tuple]:
 
 def _meta(cfg: BuildConfig) -> dict:
     """What a zoo's manifest records about the build that made it."""
+    from hypergen.tasks.bigbench import READER_VERSION  # which prompts the experts see; none recorded = 1
+
     suite = cfg.suite if cfg.suite == "bigbench" else str(Path(cfg.suite).resolve())
-    return {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": base_name(cfg.base)}
+    return {"suite": suite, "split": cfg.split, "lora": cfg.expert.lora.to_dict(), "base_model": base_name(cfg.base),
+            "bigbench_reader": READER_VERSION}  # fmt: skip
 
 
 def _refuse_another_config(zoo: Zoo, cfg: BuildConfig, then: str) -> None:
@@ -134,6 +137,11 @@ def _refuse_another_config(zoo: Zoo, cfg: BuildConfig, then: str) -> None:
     have, want = zoo.config(), ZooConfig.of(meta["lora"], meta["base_model"])
     if have is not None and have.changes(want):
         raise HypergenError(f"The zoo at {zoo.root} holds {have}; this build asks for {', '.join(have.changes(want))}: {then}.")
+    # experts trained on another reader's prompts must not be mixed with new ones, nor relabelled by record_meta
+    reader = zoo.meta.get("bigbench_reader", 1)  # zoos built before it was recorded saw version 1's prompts
+    if cfg.suite == "bigbench" and len(zoo) and reader != meta["bigbench_reader"]:
+        raise HypergenError(f"The zoo at {zoo.root} holds experts trained on BIG-bench prompts of reader version {reader}; this build "
+                            f"reads version {meta['bigbench_reader']} (example and choice prefixes, data/README.md): {then}.")
 
 
 def open_zoo(cfg: BuildConfig) -> Zoo:
