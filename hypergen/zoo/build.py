@@ -4,6 +4,8 @@ For each task not yet in the zoo: score the base on the task's test instances, t
 its train instances, score the expert, write the expert folder atomically. A rerun after a crash or a
 SIGKILL skips finished experts. With devices > 1, Lightning Fabric launches one process per device and
 each rank builds every world_size-th task (the experts are independent, so nothing else is shared).
+With parallel > 1, each process trains its tasks `parallel` at a time in one run (zoo/batched.py) and
+writes each expert as soon as it is scored; a group killed midway is retrained on the next run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +35,10 @@ class BuildConfig:
     out: the zoo folder. expert: how each expert is trained (ExpertConfig).
     eval_instances: test instances scored per task (base and expert). max_new_tokens: answer length
     when scoring. base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
-    devices: processes to shard the tasks across (a Lightning Fabric launch). strategy: the launch
+    devices: processes to shard the tasks across (a Lightning Fabric launch). parallel: experts trained
+    together in one run, each batch holding batch_size rows of each task, every row through its own
+    expert's LoRA (the same experts as one at a time, up to float rounding; a GPU's gain, about the
+    same time on a CPU); 1 = one after another. strategy: the launch
     strategy for devices > 1, e.g. ddp, ddp_spawn. accelerator: the Fabric accelerator (auto, cpu, gpu).
     oracle: build the held-out tasks' experts, the evaluation's upper reference, into an "oracle zoo"
     kept apart from the zoo that generators learn from (default folder ~/.cache/hypergen/zoo/oracle).
@@ -56,6 +62,7 @@ class BuildConfig:
     oracle: bool = False
     seed_from: str | None = None
     refresh: bool = False
+    parallel: int = 1
 
     def __post_init__(self):
         if isinstance(self.expert, dict):
@@ -64,6 +71,8 @@ class BuildConfig:
             raise HypergenError(f"--limit must be >= 1; got {self.limit}.")
         if self.devices < 1:
             raise HypergenError(f"--devices must be >= 1; got {self.devices}.")
+        if self.parallel < 1:
+            raise HypergenError(f"--parallel must be >= 1; got {self.parallel}.")
         if self.oracle and Path(self.out) == paths.home() / "zoo" / "bigbench":
             self.out = str(paths.home() / "zoo" / "oracle")  # never mix oracle experts into the generators' zoo
 
@@ -172,21 +181,52 @@ def _refuse_changed_settings(zoo: Zoo, seed: Zoo | None, names: list[str], cfg: 
     )
 
 
-def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]:
-    from hypergen.scoring import score_instances
-
+def _task_data(task, split, cfg: BuildConfig):
+    """(train pairs, test instances, val pairs) of one task; refuses a task that cannot make an expert."""
     train = instances(task, split, "train")
     test = instances(task, split, "test")[: cfg.eval_instances]
     if not train or not test:
         raise HypergenError(f"Task {task.name} has no train or test instances; it cannot make an expert.")
-    res.deactivate()
-    base = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
     val = [(i.input, i.targets[0]) for i in instances(task, split, "val")]
-    out = train_expert(res, [(i.input, i.targets[0]) for i in train], cfg.expert, run_name=safe_name(task.name), group="zoo", val_examples=val)
-    res.activate(out.weights, name="scored")
-    expert = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
+    return [(i.input, i.targets[0]) for i in train], test, val
+
+
+def _score(res, test, cfg: BuildConfig, weights=None):
+    """The base's (weights None) or an adapter's score on the test instances; leaves the base active."""
+    from hypergen.scoring import score_instances
+
+    if weights is None:
+        res.deactivate()
+        return score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
+    res.activate(weights, name="scored")
+    score = score_instances(res, test, max_new_tokens=cfg.max_new_tokens)
     res.deactivate()
-    rec = ExpertRecord(
+    return score
+
+
+def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]:
+    train, test, val = _task_data(task, split, cfg)
+    base = _score(res, test, cfg)
+    out = train_expert(res, train, cfg.expert, run_name=safe_name(task.name), group="zoo", val_examples=val)
+    return _record(task, cfg, out, base, _score(res, test, cfg, out.weights)), out
+
+
+def build_group(res, tasks, split, cfg: BuildConfig) -> Iterator[tuple[ExpertRecord, object]]:
+    """build_one for several tasks whose experts train together (zoo/batched.py); yields each expert as
+    soon as it is scored. Its record's `seconds` is its share of the run, and config["parallel"] says so."""
+    from hypergen.zoo.batched import ExpertJob, train_experts
+
+    data = [_task_data(t, split, cfg) for t in tasks]
+    bases = [_score(res, test, cfg) for _, test, _ in data]
+    outs = train_experts(res, [ExpertJob(safe_name(t.name), train, val) for t, (train, _, val) in zip(tasks, data)], cfg.expert, group="zoo")
+    for task, (_, test, _), base, out in zip(tasks, data, bases, outs):
+        rec = _record(task, cfg, out, base, _score(res, test, cfg, out.weights))
+        rec.config["parallel"] = len(tasks)
+        yield rec, out
+
+
+def _record(task, cfg: BuildConfig, out, base, expert) -> ExpertRecord:
+    return ExpertRecord(
         name=task.name,
         family=task.family,
         descriptions=list(task.descriptions),
@@ -202,7 +242,6 @@ def build_one(res, task, split, cfg: BuildConfig) -> tuple[ExpertRecord, object]
         trajectory_steps=[s for s, _ in out.trajectory],
         config={**cfg.expert.to_dict(), "steps_run": len(out.losses), "selected_step": out.selected_step, "val_loss": out.val_losses},
     )
-    return rec, out
 
 
 def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
@@ -216,18 +255,21 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
     if not todo:
         return
     res = load_base(cfg.base, device=cfg.device)
-    bar = tqdm(todo, desc=f"zoo[{rank}/{world}]", unit="expert", position=rank, file=sys.stderr)
-    for name in bar:
-        task = suite.get(name)
-        t = time.perf_counter()
-        rec, out = build_one(res, task, split, cfg)
-        zoo.add(rec, out.weights, out.trajectory)
-        bar.write(
-            f"[{rank}] {name}: {rec.metric} base {rec.base_score['main']:.3f} -> expert {rec.expert_score['main']:.3f} "
-            f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; step {out.selected_step} of {len(out.losses)} kept; "
-            f"train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)",
-            file=sys.stderr,
-        )
+    bar = tqdm(total=len(todo), desc=f"zoo[{rank}/{world}]", unit="expert", position=rank, file=sys.stderr)
+    for at in range(0, len(todo), cfg.parallel):
+        tasks = [suite.get(n) for n in todo[at : at + cfg.parallel]]
+        t = time.perf_counter()  # a group's experts report the time since the group started
+        built = [build_one(res, tasks[0], split, cfg)] if cfg.parallel == 1 else build_group(res, tasks, split, cfg)
+        for rec, out in built:
+            zoo.add(rec, out.weights, out.trajectory)
+            bar.update(1)
+            bar.write(
+                f"[{rank}] {rec.name}: {rec.metric} base {rec.base_score['main']:.3f} -> expert {rec.expert_score['main']:.3f} "
+                f"(loss {out.losses[0]:.2f} -> {out.losses[-1]:.2f}; step {out.selected_step} of {len(out.losses)} kept; "
+                f"train {out.seconds:.0f} s, total {time.perf_counter() - t:.0f} s)",
+                file=sys.stderr,
+            )
+    bar.close()
 
 
 def build_zoo(cfg: BuildConfig) -> Zoo:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from hypergen import paths
 from hypergen.base import ResidentModel
 from hypergen.config import LoraSpec
-from hypergen.data import answer_loss, answer_positions, collate, encode_example
+from hypergen.data import Encoded, answer_loss, answer_positions, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.lora import LoraWeights
 
@@ -112,12 +112,74 @@ class LitExpert(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.lora_params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warm, total = self.cfg.warmup, self.cfg.steps
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(self.cfg)), "interval": "step"}}
 
-        def schedule(step: int) -> float:
-            return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
 
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}}
+# ---- what makes an expert, shared with zoo/batched.py (many experts in one run) --------------------
+def lr_schedule(cfg: ExpertConfig):
+    """step -> learning-rate factor: linear warmup over cfg.warmup steps, then linear decay to 0 at cfg.steps."""
+    warm, total = cfg.warmup, cfg.steps
+
+    def schedule(step: int) -> float:
+        return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+    return schedule
+
+
+def prepare_examples(tok, examples: Sequence[tuple[str, str]], cfg: ExpertConfig, run_name: str) -> tuple[list[Encoded], int, ExpertConfig]:
+    """(encoded examples, how many were skipped, cfg with the max_epochs cap applied to its steps)."""
+    encoded, skipped = [], 0
+    for text, target in examples:
+        e = encode_example(tok, text, target, max_tokens=cfg.max_tokens)
+        if e is None:
+            skipped += 1
+        else:
+            encoded.append(e)
+    if not encoded:
+        raise HypergenError(f"{run_name}: no training example fits in max_tokens={cfg.max_tokens} ({skipped} skipped); raise max_tokens.")
+    if cfg.max_epochs is not None:
+        steps = min(cfg.steps, max(cfg.keep_last, math.ceil(cfg.max_epochs * len(encoded) / cfg.batch_size)))
+        if steps != cfg.steps:
+            cfg = ExpertConfig(**{**cfg.to_dict(), "steps": steps, "max_epochs": None})
+    return encoded, skipped, cfg
+
+
+def data_order(encoded: Sequence[Encoded], cfg: ExpertConfig) -> RandomSampler:
+    """The examples' order, a function of cfg.seed alone: cfg.steps batches of cfg.batch_size, drawn with replacement."""
+    return RandomSampler(encoded, replacement=True, num_samples=cfg.steps * cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def validation_examples(tok, val_examples: Sequence[tuple[str, str]], cfg: ExpertConfig) -> list[Encoded]:
+    """The validation examples that fit in max_tokens; none unless cfg.select is "val_loss"."""
+    if cfg.select != "val_loss":
+        return []
+    return [e for e in (encode_example(tok, x, y, max_tokens=cfg.max_tokens) for x, y in val_examples) if e is not None]
+
+
+def checkpoint_steps(cfg: ExpertConfig, validated: bool) -> set[int]:
+    """The steps whose adapter is kept: every `every` steps and the last with validation, else only the
+    steps the last keep_last checkpoints can come from."""
+    if validated:
+        return set(range(cfg.every, cfg.steps + 1, cfg.every)) | {cfg.steps}
+    first = cfg.steps - (cfg.keep_last - 1) * cfg.every
+    return {s for s in range(first, cfg.steps + 1, cfg.every) if s > 0} | {cfg.steps}
+
+
+def pick_checkpoint(saved: list[tuple[int, LoraWeights]], val_losses: dict[int, float], final: LoraWeights, final_step: int, keep_last: int):
+    """(selected step, its adapter, the keep_last checkpoints up to it); appends the final adapter to `saved`
+    when its step was not kept. With validation losses the lowest wins (ties: the later step), else the last."""
+    if not saved or saved[-1][0] != final_step:
+        saved.append((final_step, final))
+    chosen = final_step
+    if val_losses:
+        chosen = min(val_losses, key=lambda s: (val_losses[s], -s))  # ties: the later step
+    upto = [(s, w) for s, w in saved if s <= chosen][-keep_last:]
+    return chosen, upto[-1][1], upto
+
+
+def require_finite(weights: LoraWeights, run_name: str) -> None:
+    if not math.isfinite(sum(float(a.abs().sum() + b.abs().sum()) for a, b in weights.modules.values())):
+        raise HypergenError(f"{run_name}: the trained adapter holds NaN/inf; lower the learning rate.")
 
 
 class _Trajectory(pl.Callback):
@@ -126,11 +188,7 @@ class _Trajectory(pl.Callback):
 
     def __init__(self, resident: ResidentModel, cfg: ExpertConfig, val_batches: list[dict] | None = None):
         self.resident, self.cfg, self.val_batches = resident, cfg, val_batches or []
-        if self.val_batches:
-            self.steps = set(range(cfg.every, cfg.steps + 1, cfg.every)) | {cfg.steps}
-        else:  # without selection only the last keep_last checkpoints are ever needed
-            first = cfg.steps - (cfg.keep_last - 1) * cfg.every
-            self.steps = {s for s in range(first, cfg.steps + 1, cfg.every) if s > 0} | {cfg.steps}
+        self.steps = checkpoint_steps(cfg, bool(self.val_batches))
         self.saved: list[tuple[int, LoraWeights]] = []
         self.val_losses: dict[int, float] = {}
 
@@ -154,13 +212,7 @@ class _Trajectory(pl.Callback):
 
     def pick(self, final: LoraWeights, final_step: int) -> tuple[int, LoraWeights, list[tuple[int, LoraWeights]]]:
         """(selected step, its adapter, the keep_last checkpoints up to it)."""
-        if not self.saved or self.saved[-1][0] != final_step:
-            self.saved.append((final_step, final))
-        chosen = final_step
-        if self.val_losses:
-            chosen = min(self.val_losses, key=lambda s: (self.val_losses[s], -s))  # ties: the later step
-        upto = [(s, w) for s, w in self.saved if s <= chosen][-self.cfg.keep_last :]
-        return chosen, upto[-1][1], upto
+        return pick_checkpoint(self.saved, self.val_losses, final, final_step, self.cfg.keep_last)
 
 
 def progress_bars(enabled: bool) -> list:
@@ -203,32 +255,17 @@ def train_expert(
     becomes the expert (see ExpertConfig)."""
     cfg = cfg or ExpertConfig()
     tok = resident.tokenizer
-    encoded, skipped = [], 0
-    for text, target in examples:
-        e = encode_example(tok, text, target, max_tokens=cfg.max_tokens)
-        if e is None:
-            skipped += 1
-        else:
-            encoded.append(e)
-    if not encoded:
-        raise HypergenError(f"{run_name}: no training example fits in max_tokens={cfg.max_tokens} ({skipped} skipped); raise max_tokens.")
+    encoded, skipped, cfg = prepare_examples(tok, examples, cfg, run_name)
     n_trunc = sum(e.truncated for e in encoded)
-    if cfg.max_epochs is not None:
-        steps = min(cfg.steps, max(cfg.keep_last, math.ceil(cfg.max_epochs * len(encoded) / cfg.batch_size)))
-        if steps != cfg.steps:
-            cfg = ExpertConfig(**{**cfg.to_dict(), "steps": steps, "max_epochs": None})
 
     pl.seed_everything(cfg.seed, verbose=False)
     spec = LoraSpec(**{**cfg.lora.to_dict(), "init_seed": cfg.seed})
     params = resident.new_trainable(SLOT, spec)
-    sampler = RandomSampler(encoded, replacement=True, num_samples=cfg.steps * cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
-    loader = DataLoader(encoded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_token_id))
+    loader = DataLoader(encoded, batch_size=cfg.batch_size, sampler=data_order(encoded, cfg), collate_fn=lambda b: collate(b, tok.pad_token_id))
 
-    val_batches = []
-    if cfg.select == "val_loss":
-        val = [e for e in (encode_example(tok, x, y, max_tokens=cfg.max_tokens) for x, y in val_examples) if e is not None]
-        # collated on the CPU, moved once to the model's device (Lightning moves only the training batches)
-        val_batches = [{k: v.to(resident.device) for k, v in collate(val[i : i + 2 * cfg.batch_size], tok.pad_token_id).items()} for i in range(0, len(val), 2 * cfg.batch_size)]
+    val = validation_examples(tok, val_examples, cfg)
+    # collated on the CPU, moved once to the model's device (Lightning moves only the training batches)
+    val_batches = [{k: v.to(resident.device) for k, v in collate(val[i : i + 2 * cfg.batch_size], tok.pad_token_id).items()} for i in range(0, len(val), 2 * cfg.batch_size)]
     lit = LitExpert(resident.forward_model(), params, cfg)
     traj = _Trajectory(resident, cfg, val_batches)
     trainer = pl.Trainer(
@@ -259,6 +296,5 @@ def train_expert(
     final = resident.weights(SLOT)
     resident.deactivate()
     chosen, weights, trajectory = traj.pick(final, cfg.steps)
-    if not math.isfinite(sum(float(a.abs().sum() + b.abs().sum()) for a, b in weights.modules.values())):
-        raise HypergenError(f"{run_name}: the trained adapter holds NaN/inf; lower the learning rate.")
+    require_finite(weights, run_name)
     return ExpertResult(weights, trajectory, lit.losses, seconds, len(encoded), n_trunc, skipped, chosen, traj.val_losses)
