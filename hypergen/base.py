@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never let t
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 BASE = "__base__"  # peft's name for "no adapter" in per-row adapter_names
+CANDIDATE_TOKENS_PER_ROW = 128  # answer_and_score: padded candidate tokens a batch may hold, per row of batch_size
 
 
 def machine() -> str:
@@ -320,18 +321,75 @@ class ResidentModel:
         for i in range(0, len(items), batch_size):
             rows = list(adapter_names[i : i + batch_size]) if adapter_names is not None else None
             lora = self._stack(adapters[i : i + batch_size]) if adapters is not None else None
-            out += self._loglik_batch(items[i : i + batch_size], rows, lora)
+            out += self._loglik_batch(items[i : i + batch_size], rows, lora)[0]
         return out
 
-    def _loglik_batch(self, items: list[tuple[list[int], list[list[int]]]], rows, lora=None) -> list[list[float]]:
+    @torch.inference_mode()
+    def answer_and_score(
+        self,
+        texts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        descriptions: Sequence[str | None] | None = None,
+        max_new_tokens: int = 32,
+        adapters: Sequence[LoraWeights | None] | None = None,
+        batch_size: int = 32,
+    ) -> tuple[list[str] | None, list[list[float]]]:
+        """answer() and score() of the same rows from one prefill of each prompt: the greedy answer
+        decodes from the prompt's KV cache, which is then cropped back to the prompt for the candidates.
+        Per row: the description in its prompt (None: none) and its adapter (LoraWeights through per-row
+        adapters; None: the base). Rows are batched in order of prompt length, so one prompt under many
+        adapters batches without padding; results come back in the given order. A batch holds at most
+        batch_size rows and CANDIDATE_TOKENS_PER_ROW * batch_size padded candidate tokens (their logits
+        are the memory: ~0.4 MB a token with SmolLM2's vocabulary), so many long options take fewer rows.
+        max_new_tokens=0: no answers (None); a row may have no candidates."""
+        n = len(texts)
+        descriptions = [None] * n if descriptions is None else list(descriptions)
+        if len(candidates) != n or len(descriptions) != n:
+            raise HypergenError(f"answer_and_score needs one candidate list and one description per input; got {len(candidates)} and {len(descriptions)} for {n} inputs.")
+        prompts = [self.prompts([t], d)[0] for t, d in zip(texts, descriptions)]
+        self._check_adapters(adapters, None, n)
+        eos = self.tokenizer.eos_token_id
+        items = [(self.tokenizer(p, add_special_tokens=False)["input_ids"], [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in cands]) for p, cands in zip(prompts, candidates)]
+        answers: list = [None] * n
+        scores: list = [None] * n
+        for idx in _batches(items, batch_size, CANDIDATE_TOKENS_PER_ROW * batch_size):
+            lora = self._stack([adapters[k] for k in idx]) if adapters is not None else None
+            got, new = self._loglik_batch([items[k] for k in idx], None, lora, decode=max_new_tokens)
+            for j, k in enumerate(idx):
+                scores[k] = got[j]
+            if new is not None:
+                for k, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                    answers[k] = text.strip()
+        return (answers if max_new_tokens else None), scores
+
+    def _greedy(self, model, first: torch.Tensor, cache, mask: torch.Tensor, steps: int, rows) -> torch.Tensor:
+        """(B, <= steps) greedy new tokens continuing a prefilled cache, as generate(do_sample=False)
+        makes them: a row that has said end-of-turn gets pad tokens after it; all stop when every row has."""
+        eos, pad, dev = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, self.device
+        tok = first.argmax(-1)  # (B,)
+        done, new, pos = tok == eos, [tok], mask.sum(1)
+        extra = self._rows(rows, len(tok))
+        for step in range(steps - 1):
+            if done.all():
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            logits = model(input_ids=tok[:, None].to(dev), attention_mask=mask.to(dev), position_ids=(pos + step)[:, None].to(dev), past_key_values=cache, **extra).logits[:, -1]
+            tok = torch.where(done, pad, logits.float().argmax(-1).cpu())
+            done |= tok == eos
+            new.append(tok)
+        return torch.stack(new, 1)
+
+    def _loglik_batch(self, items: list[tuple[list[int], list[list[int]]]], rows, lora=None, decode: int = 0) -> tuple[list[list[float]], torch.Tensor | None]:
         """Candidate log-likelihoods for a batch of prompts. Each prompt runs once (left-padded, last
         position only through lm_head) and its KV cache is shared by its candidates (right-padded after
         it): options are a few tokens after a long prompt, so this is ~n_options times cheaper than
-        scoring prompt+option rows, and batching prompts ~2x cheaper than one at a time on a CPU."""
+        scoring prompt+option rows, and batching prompts ~2x cheaper than one at a time on a CPU.
+        decode > 0: also up to that many greedy new tokens per prompt from the same cache (else None)."""
         B, dev = len(items), self.device
         P = max(len(p) for p, _ in items)
         n = max(len(c) for _, c in items)
-        T = max(len(x) for _, c in items for x in c)
+        T = max((len(x) for _, c in items for x in c), default=0)
         pad = self.tokenizer.pad_token_id
         p_ids = torch.full((B, P), pad, dtype=torch.long)
         p_mask = torch.zeros((B, P), dtype=torch.long)
@@ -352,6 +410,11 @@ class ResidentModel:
             pre = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1, **self._rows(rows, B))
             first = torch.log_softmax(pre.logits[:, -1].float(), -1).cpu()  # (B, V): next token after each prompt
             cache = pre.past_key_values
+            new = self._greedy(model, first, cache, p_mask, decode, rows) if decode else None
+            if not n:  # answers only
+                return [[] for _ in items], new
+            if cache.get_seq_length() > P:  # back to the prompts: decoding appended to it
+                cache.crop(P - cache.get_seq_length())
             cache.batch_repeat_interleave(n)
             ids = c_ids.view(B * n, T)
             c_mask = (torch.arange(T)[None] < c_len.view(-1, 1)).long()
@@ -363,7 +426,24 @@ class ResidentModel:
         out = []
         for b, (_, cands) in enumerate(items):
             out.append([float(first[b, c[0]]) + float(logp[b, k, : len(c) - 1].sum()) for k, c in enumerate(cands)])
-        return out
+        return out, new
+
+
+def _batches(items: list[tuple[list[int], list[list[int]]]], rows: int, tokens: int) -> list[list[int]]:
+    """Indices of items in order of prompt length, cut into batches of at most `rows` items whose
+    candidates, padded to the batch's most and longest, hold at most `tokens` tokens (at least one item)."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    n = t = 0  # the current batch's most candidates and longest candidate
+    for k in sorted(range(len(items)), key=lambda k: len(items[k][0])):
+        cands = items[k][1]
+        n2, t2 = max(n, len(cands)), max([t, *map(len, cands)])
+        if cur and (len(cur) == rows or (len(cur) + 1) * n2 * t2 > tokens):
+            out.append(cur)
+            cur, n2, t2 = [], len(cands), max(map(len, cands), default=0)
+        cur.append(k)
+        n, t = n2, t2
+    return out + [cur] if cur else out
 
 
 def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: torch.dtype | None = None) -> ResidentModel:

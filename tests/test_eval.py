@@ -60,19 +60,19 @@ def test_desc_variant_puts_the_description_in_the_prompt_next_to_the_adapter(tin
     import hypergen.scoring as scoring
 
     seen = []
-    real = scoring.score_instances
+    real = scoring.score_runs
 
-    def spy(res, test, description=None, **kw):
-        seen.append((res.active, description))
-        return real(res, test, description=description, **kw)
+    def spy(res, runs, **kw):
+        seen.extend((r.adapter is not None, r.description) for r in runs)  # in row order
+        return real(res, runs, **kw)
 
-    monkeypatch.setattr(scoring, "score_instances", spy)
+    monkeypatch.setattr(scoring, "score_runs", spy)
     r = run(tiny_zoo, tiny_path, tmp_path / "res", "--methods", "nearest", "--methods", "nearest+desc", "--methods", "base_desc", "--no-controls")
     assert r.exit_code == 0, r.output
     assert list(json.loads(r.stdout)["methods"]) == ["base_desc", "nearest", "nearest+desc"]
     rows = [json.loads(x)["method"] for x in (tmp_path / "res" / "results.jsonl").read_text().splitlines()]
     (m1, d1), (m2, d2), (m3, d3) = [seen[rows.index(m)] for m in ("nearest", "nearest+desc", "base_desc")]
-    assert (m1, d1) == ("evaluated", None) and m2 == "evaluated" and d2 and m3 is None and d3 == d2
+    assert (m1, d1) == (True, None) and m2 and d2 and not m3 and d3 == d2
     bad = run(tiny_zoo, tiny_path, tmp_path / "bad", "--methods", "base+desc")
     assert bad.exit_code == 1 and "Unknown method" in bad.stderr
 

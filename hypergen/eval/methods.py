@@ -34,8 +34,22 @@ def _families() -> dict:
 
 
 def all_methods() -> tuple[str, ...]:
-    """Every method an evaluation can run by default, in report order: references around the registered families."""
+    """Every method an evaluation can name, in report order: references around the registered families."""
     return (BASE, BASE_PROMPTED, *_families(), ORACLE)
+
+
+def untrained(name: str) -> bool:
+    """A trainable family with no checkpoint to load (api.checkpoint_path's lookup): it cannot run yet."""
+    from hypergen import api
+
+    family = _families().get(name)
+    return family is not None and family.trainable and api.checkpoint_path(name) is None
+
+
+def default_methods() -> tuple[str, ...]:
+    """What an evaluation runs when no --methods are given: every method that can run here, i.e.
+    all_methods() less the trainable families nobody has trained (t2l and mtlora ship no checkpoint)."""
+    return tuple(m for m in all_methods() if not untrained(m))
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ exact match of the greedy answer; accuracy by option log-likelihood for multiple
 seeds (the seed draws the instance subset when --instances is below the test size, and seeds the
 sampling generators). Every method is deterministic at one sample, so when a task has no more test
 instances than --instances all seeds score the same instances with the same adapter: that run is made
-once and recorded for each seed (`repeat_of_seed`). Rows are appended to results.jsonl as they finish, so an interrupted run
-resumes where it stopped. Each row carries its key: everything that changes it (the scored instances'
+once and recorded for each seed (`repeat_of_seed`). A task's pending methods (and controls) are scored
+together, each test instance under every method's adapter in one batch (per-row adapters, one prefill
+of each prompt for its greedy answer, options and reference: scoring.score_runs), and their rows are
+appended to results.jsonl when the task and seed finish, so an interrupted run resumes where it stopped. Each row carries its key: everything that changes it (the scored instances'
 content, so the suite as read, the split and the --instances draw; the descriptions; the seed; the base;
 the answer budget; the content of the zoo, generator checkpoint or oracle expert behind its adapter). A
 rerun scores the rows whose key it has not seen and summarises only the rows of its own keys, so rows
@@ -33,7 +35,7 @@ from typing import Literal
 from hypergen import paths
 from hypergen.base import machine
 from hypergen.errors import HypergenError
-from hypergen.eval.methods import BASE, BASE_PROMPTED, GIBBERISH, ORACLE, PROMPTED, Method, adapter, all_methods, sources
+from hypergen.eval.methods import BASE, BASE_PROMPTED, GIBBERISH, ORACLE, PROMPTED, Method, adapter, all_methods, default_methods, sources, untrained
 from hypergen.eval.stats import family, summarize
 
 ANSWER_SLACK = 4  # tokens allowed past the task's longest reference answer
@@ -50,7 +52,7 @@ class EvalConfig:
     suite: "bigbench" (with the committed split) or a path load_suite reads (then every task counts as
     unseen). split: heldout | seen | all. methods: Method strings (methods.py): base, base_desc, oracle, a
     registered generator family, or a family's or the oracle's name + "+desc" (its adapter with the
-    description in the prompt too); default all_methods(). instances: test instances per
+    description in the prompt too); default default_methods(), every method that can run here. instances: test instances per
     task (a seeded subset when fewer than the task has). seeds: how many seeds (K) each method is scored
     with. controls: also score each description-dependent generator with a gibberish and another task's
     description (seed 0 only). out: the results folder (results.jsonl, results.json, report.md and
@@ -68,11 +70,14 @@ class EvalConfig:
     calibration_samples: adapters ABMLL samples for each multiple-choice task of the split, whose
     averaged option probabilities (the Bayesian model average) give its calibration.
     bootstrap: resamples behind each 95% bootstrap CI of the summary.
+    batch_rows: rows (one test instance under one method) per batched forward pass: a task's pending
+    methods are scored together through per-row adapters, one prefill of each prompt serving its greedy
+    answer, options and reference answer; more rows use more memory (logits of every option token).
     """
 
     suite: str = "bigbench"
     split: Literal["heldout", "seen", "all"] = "heldout"
-    methods: tuple[str, ...] = field(default_factory=all_methods)
+    methods: tuple[str, ...] = field(default_factory=default_methods)
     instances: int = 50
     seeds: int = 3
     controls: bool = True
@@ -88,9 +93,10 @@ class EvalConfig:
     long_budget: int | None = None
     calibration_samples: int = 4
     bootstrap: int = 2000
+    batch_rows: int = 32
 
     def __post_init__(self):
-        self.methods = tuple(self.methods) if self.methods else all_methods()
+        self.methods = tuple(self.methods) if self.methods else default_methods()
         unknown = []
         for m in self.methods:
             try:
@@ -106,6 +112,12 @@ class EvalConfig:
             raise HypergenError("--instances and --seeds must be >= 1.")
         if self.long_budget is not None and self.long_budget < 1:
             raise HypergenError(f"--long-budget must be >= 1 new tokens (e.g. 32); got {self.long_budget}.")
+        if self.batch_rows < 1:
+            raise HypergenError(f"--batch-rows must be >= 1 (e.g. 32); got {self.batch_rows}.")
+        missing = sorted({Method.parse(m).name for m in self.methods if untrained(Method.parse(m).name)})
+        if missing:  # before the model loads and the first task runs
+            raise HypergenError(f"No trained checkpoint for {', '.join(missing)}: train with `hypergen train NAME`, or leave them out of --methods "
+                                f"(without --methods the eval runs only what can run: {', '.join(default_methods())}).")
 
 
 @dataclass
@@ -239,7 +251,6 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from hypergen import api
-    from hypergen.scoring import score_instances
     from hypergen.zoo.store import Zoo
 
     tasks = plan(cfg)
@@ -280,40 +291,29 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
 
     wanted = [(j, key_of(j)) for j in jobs]
     todo = [(j, k) for j, k in wanted if digest(k) not in done]
-    bar = tqdm(todo, desc="eval", unit="run", disable=not progress)
+    # one task and seed at a time: its pending methods are scored together (score_runs), and a seed's
+    # repeats find seed 0's rows already written
+    groups: dict[tuple[str, int], list[tuple[Job, dict]]] = {}
+    for j, k in todo:
+        groups.setdefault((j.et.task.name, j.seed), []).append((j, k))
+    bar = tqdm(total=len(todo), desc="eval", unit="run", disable=not progress)
     with open(rows_path, "a") as f:
-        for j, key in bar:
-            et, m, seed = j.et, j.method, j.seed
-            bar.set_postfix_str(f"{et.task.name[:30]} {m}")
-            test = _subset(et.test, cfg.instances, seed)
-            first = done.get(digest(key_of(j, 0))) if seed > 0 else None
-            if first is not None and cfg.instances >= len(et.test):
-                row = {**first, "seed": seed, "seconds": 0.0, "repeat_of_seed": 0, "key": key}
-            else:
-                t = time.perf_counter()
-                w = adapter(m, j.description, seed, et.task.name, cfg.zoo, cfg.encoder, oracles)
-                if w is None:
-                    res.deactivate()
-                else:
-                    res.activate(w, name="evaluated")
-                prompt_desc = et.description if m.prompt_description else None
-                if j.long:
-                    s = score_instances(res, test, description=prompt_desc, max_new_tokens=cfg.long_budget, generate=True, options=False)
-                    row = {"task": et.task.name, "method": str(m), "seed": seed, "long": True, "rougeL": s.rougeL, "exact_match": s.exact_match, "n": s.n}
-                else:
-                    s = score_instances(res, test, description=prompt_desc, max_new_tokens=budget[et.task.name], generate=True, nll=True)
-                    row = {"task": et.task.name, "method": str(m), "seed": seed, **s.to_dict(), "multiple_choice": s.accuracy is not None}
-                row |= {"max_new_tokens": key["max_new_tokens"], "seconds": round(time.perf_counter() - t, 2)}
-                if s.option_probs is not None:
-                    row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
-                    row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
-                    row["chosen"] = [i.options[max(range(len(p)), key=p.__getitem__)][:ANSWER_CHARS] for p, i in zip(s.option_probs, test)]
-                else:
-                    row["answers"] = [a[:ANSWER_CHARS] for a in s.answers]
-                row["key"] = key
-            done[digest(key)] = row
-            f.write(json.dumps(row) + "\n")
+        for group in groups.values():
+            et = group[0][0].et
+            bar.set_postfix_str(et.task.name[:30])
+            rows: dict[int, dict] = {}  # job in the group -> its row
+            for n, (j, key) in enumerate(group):
+                first = done.get(digest(key_of(j, 0))) if j.seed > 0 else None
+                if first is not None and cfg.instances >= len(et.test):
+                    rows[n] = {**first, "seed": j.seed, "seconds": 0.0, "repeat_of_seed": 0, "key": key}
+            pending = [n for n in range(len(group)) if n not in rows]
+            rows |= zip(pending, _score_group(cfg, res, [group[n] for n in pending], budget[et.task.name], oracles))
+            for n, (_, key) in enumerate(group):
+                done[digest(key)] = rows[n]
+                f.write(json.dumps(rows[n]) + "\n")
             f.flush()
+            bar.update(len(group))
+    bar.close()
     res.deactivate()
     rows = [done[digest(k)] for _, k in wanted]
     # rows of the same task, method and seed made with other settings: ignored, and said so
@@ -333,6 +333,56 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
 
     write_report(summary, cfg, out, ex)
     return summary
+
+
+def _score_group(cfg: EvalConfig, res, group: list[tuple[Job, dict]], budget: int, oracles: dict) -> list[dict]:
+    """The rows of jobs of one task and seed, in their order, scored in one score_runs call (the
+    long-budget ones in another). A row's seconds: making its adapter plus its share of the batched
+    scoring (every run of a call scores the same instances)."""
+    from hypergen.scoring import Run, score_runs
+
+    if not group:
+        return []
+    et, seed = group[0][0].et, group[0][0].seed
+    test = _subset(et.test, cfg.instances, seed)
+    runs: dict[bool, list[tuple[int, Run]]] = {False: [], True: []}  # long budget? -> (job, run)
+    made: list[float] = []  # job -> seconds to make its adapter
+    for n, (j, _) in enumerate(group):
+        t = time.perf_counter()
+        w = adapter(j.method, j.description, seed, et.task.name, cfg.zoo, cfg.encoder, oracles)
+        made.append(time.perf_counter() - t)
+        runs[j.long].append((n, Run(test, w, et.description if j.method.prompt_description else None)))
+    rows: dict[int, dict] = {}
+    for long, batch in runs.items():
+        if not batch:
+            continue
+        t = time.perf_counter()
+        if long:
+            scores = score_runs(res, [r for _, r in batch], max_new_tokens=cfg.long_budget, generate=True, options=False, rows=cfg.batch_rows)
+        else:
+            scores = score_runs(res, [r for _, r in batch], max_new_tokens=budget, generate=True, nll=True, rows=cfg.batch_rows)
+        share = (time.perf_counter() - t) / len(batch)
+        for (n, _), s in zip(batch, scores):
+            rows[n] = _row(group[n][0], s, test, group[n][1], made[n] + share)
+    return [rows[n] for n in range(len(group))]
+
+
+def _row(j: Job, s, test: list, key: dict, seconds: float) -> dict:
+    """A results.jsonl row from a job's TaskScore."""
+    et, m = j.et, j.method
+    if j.long:
+        row = {"task": et.task.name, "method": str(m), "seed": j.seed, "long": True, "rougeL": s.rougeL, "exact_match": s.exact_match, "n": s.n}
+    else:
+        row = {"task": et.task.name, "method": str(m), "seed": j.seed, **s.to_dict(), "multiple_choice": s.accuracy is not None}
+    row |= {"max_new_tokens": key["max_new_tokens"], "seconds": round(seconds, 2)}
+    if s.option_probs is not None:
+        row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
+        row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
+        row["chosen"] = [i.options[max(range(len(p)), key=p.__getitem__)][:ANSWER_CHARS] for p, i in zip(s.option_probs, test)]
+    else:
+        row["answers"] = [a[:ANSWER_CHARS] for a in s.answers]
+    row["key"] = key
+    return row
 
 
 def examples(tasks: list[EvalTask], rows: list[dict], methods: list[str], instances: int, k: int = EXAMPLES) -> list[dict]:

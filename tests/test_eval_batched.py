@@ -1,0 +1,135 @@
+"""The batched evaluation (issue 14.6): a task's methods scored together through per-row adapters, one
+prefill per prompt for the greedy answer, the options and the reference, give the rows that activating
+each method's adapter and scoring it alone gives. Tiny model, the demo suite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import random_lora
+from hypergen.cli import app
+from hypergen.paths import REPO_ROOT
+
+DEMO = str(REPO_ROOT / "data" / "demo" / "demo.jsonl")
+TOL = 1e-4
+
+
+def run(zoo, tiny_path, out, *extra):
+    args = ["eval", "--suite", DEMO, "--split", "all", "--zoo", str(zoo), "--base", str(tiny_path), "--encoder", "fake",
+            "--instances", "3", "--seeds", "1", "--out", str(out), "--tasks", "antonyms", "--tasks", "review_sentiment", "--json", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def rows_of(out):
+    return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _same(batched, alone):
+    """Answers equal; every score within TOL."""
+    assert batched.answers == alone.answers
+    for name in ("rougeL", "exact_match", "accuracy", "nll"):
+        a, b = getattr(batched, name), getattr(alone, name)
+        assert (a is None) == (b is None) and (a is None or abs(a - b) <= TOL), (name, a, b)
+    assert (batched.option_probs is None) == (alone.option_probs is None)
+    for p, q in zip(batched.option_probs or [], alone.option_probs or []):
+        assert p == pytest.approx(q, abs=TOL)
+
+
+@pytest.mark.parametrize("rows", [1, 4, 64])
+def test_score_runs_matches_each_adapter_activated_and_scored_alone(resident, rows):
+    from hypergen.scoring import Run, score_instances, score_runs
+    from hypergen.tasks import Instance, load_suite
+
+    suite = load_suite(DEMO)
+    gen = suite.get("antonyms").instances[:4]
+    mc = suite.get("review_sentiment").instances[:3]
+    mc = mc + [Instance(mc[0].input, ["not an option"], mc[0].options)]  # a reference outside the options
+    adapters = [None, random_lora(resident.model, seed=1, scale=0.3), random_lora(resident.model, seed=2, rank=4, scale=0.3)]
+    runs = [Run(insts, w, d) for insts in (gen, mc) for w in adapters for d in (None, "Answer briefly.")]
+    budget = 5
+    batched = score_runs(resident, runs, max_new_tokens=budget, generate=True, nll=True, rows=rows)
+    for r, b in zip(runs, batched):
+        if r.adapter is None:
+            resident.deactivate()
+        else:
+            resident.activate(r.adapter, name="evaluated")
+        _same(b, score_instances(resident, r.instances, description=r.description, max_new_tokens=budget, generate=True, nll=True))
+    resident.deactivate()
+    # the adapters and descriptions matter, so the comparison above could fail
+    assert len({tuple(b.answers) for b in batched[:6]}) > 1 and len({round(b.nll, 4) for b in batched}) == len(batched)
+    longs = score_runs(resident, runs[:3], max_new_tokens=7, generate=True, options=False, rows=rows)  # answers only
+    assert all(s.accuracy is None and s.nll is None and len(s.answers) == 4 for s in longs)
+
+
+def test_batched_eval_rows_are_the_one_job_at_a_time_rows(tiny_zoo, tiny_path, tmp_path):
+    """Every row of a batched eval (methods, +desc, controls, long budget) against its job scored alone:
+    the adapter activated in the resident model and score_instances, as the evaluation did before."""
+    from hypergen import api
+    from hypergen.eval.methods import Method, adapter
+    from hypergen.eval.protocol import _subset, plan, EvalConfig
+    from hypergen.scoring import score_instances
+
+    out = tmp_path / "res"
+    methods = ["--methods", "base", "--methods", "base_desc", "--methods", "nearest", "--methods", "mix", "--methods", "nearest+desc", "--methods", "oracle"]
+    r = run(tiny_zoo.root, tiny_path, out, *methods, "--long-budget", "6", "--batch-rows", "5")
+    assert r.exit_code == 0, r.output
+    rows = rows_of(out)
+    cfg = EvalConfig(suite=DEMO, split="all", tasks=("antonyms", "review_sentiment"), zoo=str(tiny_zoo.root), encoder="fake")
+    tasks = {et.task.name: et for et in plan(cfg)}
+    res = api.resident(str(tiny_path), "auto")
+    oracles = {t: tiny_zoo for t in tasks}
+    assert len(rows) == 2 * (6 + 6 + 4)  # per task: 6 methods, 6 long-budget rows, 2 controls each for nearest and mix
+    for row in rows:
+        et, m = tasks[row["task"]], Method.parse(row["method"])
+        test = _subset(et.test, 3, 0)
+        w = adapter(m, m.given(et.description, et.other_description), 0, et.task.name, str(tiny_zoo.root), "fake", oracles)
+        if w is None:
+            res.deactivate()
+        else:
+            res.activate(w, name="evaluated")
+        desc = et.description if m.prompt_description else None
+        if row.get("long"):
+            alone = score_instances(res, test, description=desc, max_new_tokens=6, generate=True, options=False)
+            assert list(row) == ["task", "method", "seed", "long", "rougeL", "exact_match", "n", "max_new_tokens", "seconds", "answers", "key"]
+        else:
+            alone = score_instances(res, test, description=desc, max_new_tokens=row["max_new_tokens"], generate=True, nll=True)
+            mc = ["option_probs", "labels", "chosen"] if row["multiple_choice"] else ["answers"]
+            assert list(row) == ["task", "method", "seed", "rougeL", "exact_match", "accuracy", "n", "nll", "main", "multiple_choice", "max_new_tokens", "seconds", *mc, "key"]
+            assert row["nll"] == pytest.approx(alone.nll, abs=TOL) and row["main"] == pytest.approx(alone.main, abs=TOL)
+            if row["multiple_choice"]:
+                for p, q in zip(row["option_probs"], alone.option_probs):
+                    assert p == pytest.approx(q, abs=TOL)
+        assert row["answers" if "answers" in row else "chosen"] == (alone.answers if "answers" in row else [i.options[p.index(max(p))] for p, i in zip(alone.option_probs, test)])
+        assert row["rougeL"] == pytest.approx(alone.rougeL, abs=TOL) and row["exact_match"] == pytest.approx(alone.exact_match, abs=TOL)
+        assert row["seconds"] > 0  # each row's share of its batch, so scoring_minutes stays a total
+    res.deactivate()
+    assert len({tuple(x.get("answers") or x["chosen"]) for x in rows if x["task"] == "antonyms"}) > 1  # methods differ: the comparison can fail
+
+
+def test_base_rows_are_reused_by_an_eval_of_another_zoo(tiny_zoo, tiny_path, tmp_path):
+    """The base's rows depend on no zoo or generator: a second eval into the same folder with another
+    zoo scores only the generator's rows again."""
+    out = tmp_path / "res"
+    methods = ["--methods", "base", "--methods", "base_desc", "--methods", "nearest", "--no-controls"]
+    assert run(tiny_zoo.root, tiny_path, out, *methods).exit_code == 0
+    first = rows_of(out)
+    other = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo.root, other)
+    (other / "manifest.json").write_text((other / "manifest.json").read_text() + " ")  # another zoo, by content
+    r = run(other, tiny_path, out, *methods)
+    assert r.exit_code == 0, r.output
+    new = rows_of(out)[len(first):]
+    assert sorted((x["task"], x["method"]) for x in new) == [("antonyms", "nearest"), ("review_sentiment", "nearest")]
+    assert json.loads(r.stdout)["stale"]["rows"] == 2  # the first zoo's nearest rows, ignored
+
+
+def test_batch_rows_must_be_positive():
+    from hypergen.errors import HypergenError
+    from hypergen.eval import EvalConfig
+
+    with pytest.raises(HypergenError, match="--batch-rows must be >= 1"):
+        EvalConfig(suite=DEMO, split="all", batch_rows=0)
