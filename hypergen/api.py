@@ -498,6 +498,7 @@ def train(
     base: str | None = None,
     device: str = "auto",
     init: str | Path | None = None,
+    export: bool = False,
     **family_config,
 ) -> dict:
     """Train a generator family on the zoo (TrainConfig `cfg`) and write its checkpoint; returns the
@@ -509,9 +510,12 @@ def train(
     or fake (tests). base: the base model folder, for the sft objective. device: auto, cpu or cuda.
     init: a saved checkpoint of the same family to start from (e.g. a recon run, then the sft objective);
     its config is kept, so `family_config` must be empty then.
+    export: train nothing; write the generator folder from the run's best checkpoint so far (its last
+    without validation), e.g. after a long run was stopped. Give the run's own arguments; settings that
+    only say how long it runs (such as --steps) may differ.
     """
     from hypergen.generators import ExpertBank, build, get_family, load_generator
-    from hypergen.generators.train import TrainConfig, train_generator
+    from hypergen.generators.train import TrainConfig, export_run, train_generator
 
     cfg = cfg or TrainConfig()
     cls = get_family(name)
@@ -540,7 +544,7 @@ def train(
         import hashlib
 
         run_name = f"{name}-init{hashlib.sha1(str(Path(init).resolve()).encode()).hexdigest()[:6]}"
-    summary = train_generator(gen, cfg, out, sft_data=sft, run_name=run_name)
+    summary = (export_run if export else train_generator)(gen, cfg, out, sft_data=sft, run_name=run_name)
     summary["out"] = str(out)
     if summary["global_rank"] != 0:
         return summary

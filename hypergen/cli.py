@@ -124,7 +124,7 @@ def zoo_multitask():
     from hypergen.zoo.build import BuildConfig
 
     # what build_multitask does not use, or sets itself (its steps are --steps below)
-    unused = ("steps", "select", "init_seed", "progress", "eval_instances", "max_new_tokens", "devices", "strategy", "accelerator", "oracle", "seed_from", "refresh")
+    unused = ("steps", "select", "init_seed", "progress", "eval_instances", "max_new_tokens", "devices", "strategy", "accelerator", "oracle", "seed_from", "refresh", "parallel")
 
     @_friendly
     @typed(cfg=Fields(BuildConfig, exclude=unused), kw=Fields(api.zoo_multitask))
@@ -214,7 +214,7 @@ def generators_list(as_json: JSON = False):
 @app.command()
 @lazy
 def train():
-    """Train a generator on the zoo with Lightning (resumable; rerun to continue)."""
+    """Train a generator on the zoo with Lightning (resumable: rerun to continue; --export saves a stopped run's best)."""
     from dataclasses import replace
 
     from hypergen.generators.train import TrainConfig
@@ -227,7 +227,11 @@ def train():
             return  # under ddp every rank runs this command; rank 0 reports
         if as_json:
             return _print_json({k: v for k, v in summary.items() if k != "history"})
-        typer.echo(f"{generator}: {summary['seconds']} s on {summary['world_size']} process(es); final {summary['final']}")
+        if "exported_from" in summary:
+            val = f", validation NLL {summary['val_nll']:.4f}" if summary["val_nll"] is not None else ""
+            typer.echo(f"{generator}: exported step {summary['step']}{val} from {summary['exported_from']}")
+        else:
+            typer.echo(f"{generator}: {summary['seconds']} s on {summary['world_size']} process(es); final {summary['final']}")
         if "val" in summary:
             typer.echo(f"held-out experts: mean relative dW error {summary['val']['mean']:.3f}")
         typer.echo(f"saved to {summary['out']}")

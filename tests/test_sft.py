@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from hypergen.data import answer_loss, collate
 from hypergen.errors import HypergenError
 from hypergen.generators import ExpertBank, build
-from hypergen.generators.sft import TrainBatches, prepare_sft, rows_nll, sft_step
-from hypergen.generators.train import LitGenerator, TrainConfig, train_generator
+from hypergen.data import encode_example
+from hypergen.generators.sft import TrainBatches, batch_examples, prepare_sft, rows_nll, sft_step, val_batches
+from hypergen.generators.train import RUN_ONLY, LitGenerator, TrainConfig, export_run, run_folder, train_generator
 from hypergen.text import FakeEncoder
 
 
@@ -124,9 +129,14 @@ def test_batches_are_a_function_of_the_step_and_drawn_family_first(sft):
     assert 0.4 < float((rows[:, 0] == 0).float().mean()) < 0.6
 
 
-def test_a_killed_run_resumes_to_the_same_end(sft, tiny_bank, tmp_path, monkeypatch):
-    """Stopped after step 3 (last checkpoint at 2), the rerun loads it and ends where an uninterrupted run does."""
-    cfg = sft_cfg(steps=6, ckpt_every=2, log_every=1)
+@pytest.mark.parametrize("share", [0.0, 0.5], ids=["plain", "half-with-description"])
+def test_a_killed_run_resumes_to_the_same_end(tiny_bank, tiny_zoo, resident, tmp_path, monkeypatch, share):
+    """Stopped after step 3 (last checkpoint at 2), the rerun loads it and ends where an uninterrupted run
+    does; before the rerun, --export writes the generator of that last checkpoint (no validation here)."""
+    cfg = sft_cfg(steps=6, ckpt_every=2, log_every=1, sft_prompt_description=share, sft_max_tokens=400)  # room for descriptions
+    sft = prepare_sft(tiny_bank, tiny_zoo, resident, cfg)
+    flagged = sum(int(TrainBatches(sft, cfg.batch_size, cfg.seed, prompt_description=share)[s][:, 2].sum()) for s in range(6))
+    assert (flagged > 0) == (share > 0)
     torch.manual_seed(0)
     whole = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
     start = {k: v.clone() for k, v in whole.state_dict().items()}
@@ -145,10 +155,16 @@ def test_a_killed_run_resumes_to_the_same_end(sft, tiny_bank, tmp_path, monkeypa
     with pytest.raises(BaseException):
         train_generator(g, cfg, tmp_path / "resumed", sft_data=sft, run_name="resumed")
     monkeypatch.setattr(LitGenerator, "training_step", step)
+    exported = export_run(build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0), replace(cfg, steps=100), tmp_path / "resumed", sft_data=sft, run_name="resumed")
+    last = torch.load(exported["exported_from"], map_location="cpu", weights_only=False)
+    assert exported["exported_from"].endswith("last.ckpt") and exported["step"] == last["global_step"] == 2 and exported["val_nll"] is None
+    saved = load_file(str(tmp_path / "resumed" / "generator.safetensors"))
+    assert saved and all(torch.equal(v, last["state_dict"][f"generator.{k}"].half()) for k, v in saved.items())
     g2 = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
     again = train_generator(g2, cfg, tmp_path / "resumed", sft_data=sft, run_name="resumed")
     assert again["steps_done"] == ref["steps_done"] == 6
-    assert [h["step"] for h in again["history"]] == [2, 3, 4, 5]  # it started from the step-2 checkpoint
+    assert again["resumed_from"] == 2  # it started from the step-2 checkpoint
+    assert [h["step"] for h in again["history"]] == [h["step"] for h in ref["history"]] == [0, 1, 2, 3, 4, 5]  # the curve survived the kill
     for k, v in whole.state_for_save().items():
         torch.testing.assert_close(g2.state_for_save()[k], v, atol=1e-6, rtol=1e-5)
 
@@ -186,3 +202,91 @@ def test_api_train_warm_starts_from_a_saved_checkpoint(tiny_zoo, tiny_path, tmp_
         api.train("abmll", sft_cfg(), out=tmp_path / "x", init=tmp_path / "recon", hidden=64, **common)
     with pytest.raises(HypergenError, match="not 'icm'"):
         api.train("icm", sft_cfg(), out=tmp_path / "y", init=tmp_path / "recon", **common)
+
+
+def test_a_finished_run_extends_with_more_steps(sft, tiny_bank, tmp_path):
+    """--steps is RUN_ONLY: rerun with 5 steps, a finished 3-step run continues from step 3 (not from 0)
+    and ends where a 5-step run ends."""
+    assert "steps" in RUN_ONLY and "sft_prompt_description" not in RUN_ONLY
+    torch.manual_seed(0)
+    whole = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    start = {k: v.clone() for k, v in whole.state_dict().items()}
+    ref = train_generator(whole, sft_cfg(steps=5), tmp_path / "whole", sft_data=sft, run_name="whole")
+    g = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    g.load_state_dict(start)
+    first = train_generator(g, sft_cfg(steps=3), tmp_path / "ext", sft_data=sft, run_name="ext")
+    more = train_generator(build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0), sft_cfg(steps=5), tmp_path / "ext", sft_data=sft, run_name="ext")
+    assert first["steps_done"] == 3 and more["resumed_from"] == 3 and more["steps_done"] == 5
+    assert [h["step"] for h in more["history"]] == [0, 1, 2, 3, 4]
+    for a, b in zip(more["history"], ref["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+
+
+def test_the_description_goes_in_the_prompt_of_a_share_of_rows(tiny_bank, tiny_zoo, resident):
+    tok = resident.tokenizer  # byte-level: a description takes ~60 of the budget's tokens
+    sft = prepare_sft(tiny_bank, tiny_zoo, resident, sft_cfg(sft_max_tokens=400))
+    plain, full = TrainBatches(sft, 4, seed=0)[0], TrainBatches(sft, 4, seed=0, prompt_description=1.0)[0]
+    assert torch.equal(plain[:, [0, 1, 3, 4]], full[:, [0, 1, 3, 4]]) and plain[:, 2].eq(0).all() and full[:, 2].eq(1).all()  # only the flag differs
+    without, with_ = batch_examples(sft, plain), batch_examples(sft, full)
+    for row, a, b in zip(full.tolist(), without, with_):
+        task = sft.tasks[row[0]]
+        desc = task.descriptions[row[1]]
+        assert task.descriptions == tiny_zoo.record(task.name).descriptions  # the texts of the embedded variants
+        assert a and len(a) == len(b)
+        for j, ea, eb in zip(row[3:], a, b):
+            assert ea is task.train[j] and desc not in tok.decode(ea.input_ids)
+            assert desc in tok.decode(eb.input_ids)
+            assert eb == encode_example(tok, *task.train_text[j], description=desc, max_tokens=sft.max_tokens)  # the eval's +desc prompt
+            assert [x for x in eb.labels if x != -100] == [x for x in ea.labels if x != -100]  # the same answer learned
+    g = build("t2l", tiny_bank, hidden=32).eval()
+    with torch.no_grad():
+        assert abs(float(sft_step(g, sft, plain)["nll"]) - float(sft_step(g, sft, full)["nll"])) > 1e-4
+    half = torch.cat([TrainBatches(sft, 8, seed=0, prompt_description=0.5)[s] for s in range(50)])
+    assert 0.35 < float(half[:, 2].float().mean()) < 0.65
+    assert torch.equal(half[:8], TrainBatches(sft, 8, seed=0, prompt_description=0.5)[0])  # a function of (seed, step, row)
+    assert torch.equal(half[:, [0, 1, 3, 4]], torch.cat([TrainBatches(sft, 8, seed=0)[s] for s in range(50)])[:, [0, 1, 3, 4]])  # the draw of old runs kept
+    as_val = SimpleNamespace(n_examples=sft.n_examples, val=sft.tasks)  # validation rows: fixed, the same share
+    assert val_batches(as_val, 8, prompt_description=1.0)[0][:, 2].eq(1).all() and val_batches(as_val, 8)[0][:, 2].eq(0).all()
+    sft.max_tokens = 40  # no room beside the description: the example keeps its plain prompt
+    assert all(eb is task_ex for row, b in zip(full.tolist(), batch_examples(sft, full)) for eb, task_ex in zip(b, [sft.tasks[row[0]].train[j] for j in row[3:]]))
+    with pytest.raises(HypergenError, match="share of rows, from 0 to 1"):
+        TrainConfig(sft_prompt_description=1.5)
+
+
+def test_the_share_is_part_of_the_run_identity(sft, tiny_bank, tmp_path):
+    g = build("t2l", tiny_bank, hidden=32)
+    folder = run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft)
+    assert run_folder(g, sft_cfg(steps=500, log_every=7), tmp_path / "o", sft_data=sft) == folder  # RUN_ONLY: the same run
+    assert run_folder(g, sft_cfg(sft_prompt_description=0.5), tmp_path / "o", sft_data=sft) != folder
+    assert run_folder(g, sft_cfg(sft_prompt_description=1.0), tmp_path / "o", sft_data=sft) not in (folder, run_folder(g, sft_cfg(sft_prompt_description=0.5), tmp_path / "o", sft_data=sft))
+
+
+def test_export_writes_the_best_checkpoint_without_training(tiny_zoo, tiny_path, tmp_path, monkeypatch):
+    """Train 4 steps with validation (description in every prompt), then --export with the run's
+    arguments (and another --steps): the generator folder holds the best checkpoint's tensors, and no
+    step runs. A run with no checkpoint is a clear error."""
+    from hypergen import api
+
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "home"))
+    common = {"zoo_path": str(tiny_zoo.root), "encoder_name": "fake", "base": str(tiny_path), "device": "cpu", "hidden": 32}
+    cfg = sft_cfg(steps=4, val_families=1, val_every=2, lr=3e-2, sft_prompt_description=1.0, sft_max_tokens=400)
+    ran = api.train("t2l", cfg, out=tmp_path / "t2l", **common)
+    vals = [h["val_nll"] for h in ran["history"] if "val_nll" in h]
+    assert len(vals) == 2 and ran["best_val_nll"] == pytest.approx(min(vals), abs=1e-6)
+    best = torch.load(ran["best_checkpoint"], map_location="cpu", weights_only=False)
+    shutil.rmtree(tmp_path / "t2l")
+
+    def no_training(self, batch, i):
+        raise AssertionError("export must not train")
+
+    monkeypatch.setattr(LitGenerator, "training_step", no_training)
+    exported = api.train("t2l", replace(cfg, steps=1000), out=tmp_path / "t2l", export=True, **common)
+    assert exported["exported_from"] == ran["best_checkpoint"] and exported["step"] == best["global_step"]
+    assert exported["val_nll"] == pytest.approx(ran["best_val_nll"], abs=1e-6)
+    saved = load_file(str(tmp_path / "t2l" / "generator.safetensors"))
+    assert saved and all(torch.equal(v, best["state_dict"][f"generator.{k}"].half()) for k, v in saved.items())
+    on_disk = json.loads((tmp_path / "t2l" / "train.json").read_text())
+    assert on_disk["step"] == best["global_step"] and on_disk["val_nll"] == pytest.approx(ran["best_val_nll"], abs=1e-6)
+    assert json.loads((tmp_path / "t2l" / "generator.json").read_text())["config"]["hidden"] == 32
+    with pytest.raises(HypergenError, match="No checkpoint to export"):
+        api.train("t2l", replace(cfg, seed=1), out=tmp_path / "t2l", export=True, **common)

@@ -23,6 +23,12 @@ WORDS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Prepared tasks are cached under HYPERGEN_HOME: each test starts with none, and the user's cache is left alone."""
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "home"))
+
+
 def write(path, tasks, heldout=None):
     path.write_text(json.dumps({"version": 1, "tasks": {n: [{"text": t, "source": "own"} for t in ds] for n, ds in tasks.items()},
                                 "heldout": {n: [{"text": t, "source": "eval"} for t in ds] for n, ds in (heldout or {}).items()}}))

@@ -145,7 +145,8 @@ def bar(summary: dict) -> dict:
     from hypergen.generators import registered
 
     ms = summary["methods"]
-    fams = [m for m, cls in registered().items() if cls.trainable and ms.get(m, {}).get("main") is not None]  # the learned families
+    # the learned families that map a description to an adapter (mtlora learns one LoRA for all: a baseline)
+    fams = [m for m, cls in registered().items() if cls.trainable and cls.uses_description and ms.get(m, {}).get("main") is not None]
     anyone = [m for m in registered() if ms.get(m, {}).get("main") is not None]
     if not fams:
         return {}

@@ -4,6 +4,7 @@
     icm                             ICM-LoRA (icm.py)
     sg                              SG-LoRA (sg.py)
     abmll                           ABMLL (abmll.py)
+    mtlora                          one multi-task LoRA trained with sft: t2l's fair baseline (mtlora.py)
     t2l                             Text-to-LoRA, sft only (t2l.py)
 
 The modules, one job each: layout.py (LoraWeights <-> flat vectors), bank.py (the zoo as tensors),
@@ -25,6 +26,7 @@ from hypergen.generators import baselines  # noqa: E402,F401  isort: skip
 from hypergen.generators import icm  # noqa: E402,F401  isort: skip
 from hypergen.generators import sg  # noqa: E402,F401  isort: skip
 from hypergen.generators import abmll  # noqa: E402,F401  isort: skip
+from hypergen.generators import mtlora  # noqa: E402,F401  isort: skip
 from hypergen.generators import t2l  # noqa: E402,F401  isort: skip
 
 __all__ = [

@@ -11,7 +11,12 @@ Where the tasks come from (TrainConfig.tasks, see hypergen.tasks.sft_data): the 
 every task of a descriptions file or of a suite, with no expert needed. Rows are drawn family first
 (then task, description, examples), so the two families with ~250 subtasks each do not fill every
 batch. The draw for step s is a function of (seed, rank, s) alone: a run resumed after SIGKILL draws
-exactly what the uninterrupted one would have.
+exactly what the uninterrupted one would have. A share of the rows (TrainConfig.sft_prompt_description)
+also has the row's description in its prompt, formatted as the evaluation's `+desc` methods format it.
+
+Preparing the tasks of a descriptions file (reading 777 BIG-bench files, tokenising, embedding 8,008
+descriptions) takes ~10 CPU minutes, so it is cached on disk (paths.home()/cache/sft/<key>.pt), keyed
+by every input that changes it (`cache_key`); a run or a resume with the same inputs loads it in seconds.
 
 Contract a family implements to support it (declaring "sft" in its `objectives`):
 
@@ -27,16 +32,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
 import random
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from hypergen.data import Encoded, answer_positions, collate, encode_example
+from hypergen import paths
+from hypergen.data import IGNORE, Encoded, answer_positions, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.identity import require_same_base
 from hypergen.rowlora import RowLora
+
+CACHE_VERSION = 1
+"""Bump when prepare_sft makes something else of the same inputs: older cache files are then ignored."""
+PREPARE_FIELDS = ("tasks", "task_suite", "descriptions", "min_examples", "sft_max_train", "sft_max_tokens")
+"""The TrainConfig fields the cached part of prepare_sft reads (the seed and val_families only divide it)."""
 
 
 @dataclass
@@ -48,6 +63,9 @@ class TaskData:
     train: list[Encoded]
     val: list[Encoded]
     expert: int = -1  # bank index when the task is a zoo expert, else -1
+    descriptions: list[str] = field(default_factory=list)  # the k variants' texts, for the prompt
+    train_text: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (input, target) of each train example
+    val_text: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     @property
     def family(self) -> str:
@@ -67,6 +85,7 @@ class SftData:
     n_truncated: int = 0
     n_skipped: int = 0  # examples whose answer alone does not fit in sft_max_tokens
     n_small: int = 0  # tasks left out for too few examples
+    max_tokens: int = 128  # sft_max_tokens, for examples tokenised with their description in the prompt
 
     def __post_init__(self):
         by_family: dict[str, list[int]] = {}
@@ -78,6 +97,16 @@ class SftData:
     def fingerprint(self) -> str:
         """Names of the training and validation tasks: a resumed run must train on the same ones."""
         return hashlib.sha1("\n".join([t.name for t in self.tasks] + ["--"] + [t.name for t in self.val]).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Prepared:
+    """Every task tokenised and embedded, before the validation families are chosen: what the cache holds."""
+
+    tasks: list[TaskData]
+    n_truncated: int = 0
+    n_skipped: int = 0
+    n_small: int = 0
 
 
 def _suite_and_split(name: str, zoo=None):
@@ -102,64 +131,205 @@ def _zoo_sources(bank, zoo, cfg):
     tasks = []
     for i, name in enumerate(bank.names):
         task = suite.get(name)  # unknown names raise with close matches
-        tasks.append(SftTask(name, [], instances(task, split, "train")[: cfg.sft_max_train], instances(task, split, "val"), expert=i))
+        # the zoo's descriptions, in the order the bank embedded them (bank.variants[i])
+        tasks.append(SftTask(name, list(zoo.record(name).descriptions), instances(task, split, "train")[: cfg.sft_max_train], instances(task, split, "val"), expert=i))
     return tasks, 0
+
+
+def _described_sources(cfg):
+    """Every task of the descriptions file (or of the suite), divided by hypergen.tasks.sft_data."""
+    from hypergen.tasks.descriptions import DEFAULT_PATH
+    from hypergen.tasks.sft_data import described_tasks
+
+    suite, split = _suite_and_split(cfg.task_suite)
+    names = suite.names() if cfg.tasks == "suite" else None
+    return described_tasks(suite, cfg.descriptions or DEFAULT_PATH, split, names=names, min_examples=cfg.min_examples, max_train=cfg.sft_max_train)
+
+
+def _tokenised(sources, small: int, tok, cfg, embed) -> Prepared:
+    """Tokenise each source's examples (prompt without description) and embed its descriptions."""
+    counts = {"trunc": 0, "skip": 0}
+
+    def encode(instances) -> tuple[list[Encoded], list[tuple[str, str]]]:
+        kept = [(e, (i.input, i.targets[0])) for i in instances if (e := encode_example(tok, i.input, i.targets[0], max_tokens=cfg.sft_max_tokens)) is not None]
+        counts["skip"] += len(instances) - len(kept)
+        counts["trunc"] += sum(e.truncated for e, _ in kept)
+        return [e for e, _ in kept], [t for _, t in kept]
+
+    def ready(s) -> TaskData:
+        train, train_text = encode(s.train)
+        if not train:
+            raise HypergenError(f"Task {s.name}: no train example fits in sft_max_tokens={cfg.sft_max_tokens}; raise --sft-max-tokens.")
+        val, val_text = encode(s.val)
+        return TaskData(s.name, embed(s), train, val, s.expert, list(s.descriptions), train_text, val_text)
+
+    tasks = [ready(s) for s in sources]
+    return Prepared(tasks, counts["trunc"], counts["skip"], small)
 
 
 def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
     """Read, divide and tokenise the training tasks (cfg.tasks), embed their descriptions, and choose the
     validation families (cfg.val_families). The resident's base is frozen: only the generator trains.
-    encoder: the description encoder (default: the bank's, by name) for tasks that are not zoo experts."""
-    from hypergen.tasks.sft_data import described_tasks, split_families
+    encoder: the description encoder (default: the bank's, by name) for tasks that are not zoo experts.
+    The tasks of a descriptions file or suite come from the on-disk cache when their inputs are unchanged."""
+    from hypergen.tasks.sft_data import split_families
 
     require_same_base(bank.meta.get("base_model"), resident.name, f"The zoo at {bank.meta.get('zoo')}")
-    if cfg.tasks == "zoo":
-        sources, small = _zoo_sources(bank, zoo, cfg)
-    else:
-        from hypergen.tasks.descriptions import DEFAULT_PATH
-
-        suite, split = _suite_and_split(cfg.task_suite)
-        names = suite.names() if cfg.tasks == "suite" else None
-        sources, small = described_tasks(suite, cfg.descriptions or DEFAULT_PATH, split, names=names, min_examples=cfg.min_examples, max_train=cfg.sft_max_train)
-        index = {n: i for i, n in enumerate(bank.names)}
-        for s in sources:
-            s.expert = index.get(s.name, -1)
+    enc_name = encoder.name if encoder is not None else (bank.meta.get("encoder") or "minilm")
+    if bank.meta.get("encoder") and enc_name != bank.meta["encoder"]:
+        raise HypergenError(f"The descriptions would be embedded with {enc_name!r} but the generator's bank uses {bank.meta['encoder']!r}: use one encoder.")
     n_val = cfg.val_families if cfg.val_families is not None else (0 if cfg.tasks == "zoo" else 4)
-    train_src, val_src = split_families(sources, n_val, cfg.seed)
-    if cfg.tasks != "zoo" and encoder is None:
-        from hypergen.text import load_encoder
+    if cfg.tasks == "zoo":  # 60 tasks at most, embedded already: not worth a cache
+        sources, small = _zoo_sources(bank, zoo, cfg)
+        split_families(sources, n_val, cfg.seed)  # a bad --val-families fails before the tokenising
+        prep = _tokenised(sources, small, resident.tokenizer, cfg, lambda s: bank.variants[s.expert])
+    else:
 
-        encoder = load_encoder(bank.meta.get("encoder") or "minilm")
-    if encoder is not None and bank.meta.get("encoder") and encoder.name != bank.meta["encoder"]:
-        raise HypergenError(f"The descriptions would be embedded with {encoder.name!r} but the generator's bank uses {bank.meta['encoder']!r}: use one encoder.")
-    tok, counts = resident.tokenizer, {"trunc": 0, "skip": 0}
+        def build() -> Prepared:
+            from hypergen.text import load_encoder
 
-    def encode(instances) -> list[Encoded]:
-        enc = [encode_example(tok, i.input, i.targets[0], max_tokens=cfg.sft_max_tokens) for i in instances]
-        counts["skip"] += sum(e is None for e in enc)
-        counts["trunc"] += sum(e.truncated for e in enc if e is not None)
-        return [e for e in enc if e is not None]
+            sources, small = _described_sources(cfg)
+            split_families(sources, n_val, cfg.seed)  # a bad --val-families fails before the slow part
+            enc = encoder if encoder is not None else load_encoder(enc_name)
+            return _tokenised(sources, small, resident.tokenizer, cfg, lambda s: enc.encode(s.descriptions).float())
 
-    def ready(s) -> TaskData:
-        cond = bank.variants[s.expert] if cfg.tasks == "zoo" else encoder.encode(s.descriptions).float()
-        train = encode(s.train)
-        if not train:
-            raise HypergenError(f"Task {s.name}: no train example fits in sft_max_tokens={cfg.sft_max_tokens}; raise --sft-max-tokens.")
-        return TaskData(s.name, cond, train, encode(s.val), s.expert)
-
-    tasks, val = [ready(s) for s in train_src], [ready(s) for s in val_src]
+        prep = cached(cache_path(cache_key(cfg, resident, enc_name)), build)
+        index = {n: i for i, n in enumerate(bank.names)}  # the cache knows no bank: experts are found here
+        for t in prep.tasks:
+            t.expert = index.get(t.name, -1)
+    train, val = split_families(prep.tasks, n_val, cfg.seed)
     for p in resident.model.parameters():
         p.requires_grad_(False)
-    return SftData(resident, tasks, val, cfg.sft_examples, list(bank.names), n_truncated=counts["trunc"], n_skipped=counts["skip"], n_small=small)
+    return SftData(resident, train, val, cfg.sft_examples, list(bank.names), n_truncated=prep.n_truncated, n_skipped=prep.n_skipped,
+                   n_small=prep.n_small, max_tokens=cfg.sft_max_tokens)
+
+
+# ---- the cache of prepared tasks ----------------------------------------------------------------
+def _sha1_file(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _suite_stamp(name: str) -> dict:
+    """What says the suite changed, without reading it: its location, BIG-bench's reader version, and
+    each file's name, size and mtime (1.7 GB of BIG-bench files are too slow to hash on every start)."""
+    from hypergen.tasks.bigbench import READER_VERSION
+    from hypergen.tasks.core import readers
+
+    reader = next((r for r in readers() if r.name == name and r.default is not None), None)
+    root = Path(reader.default() if reader is not None else name).expanduser().resolve()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    stamp = [[str(p.relative_to(root)) if p != root else p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return {"suite": name, "root": str(root), "bigbench_reader": READER_VERSION, "files": hashlib.sha1(json.dumps(stamp).encode()).hexdigest()}
+
+
+def _tokenizer_stamp(resident) -> dict:
+    """The base's name and its tokenizer and chat template files' content."""
+    folder = getattr(resident, "path", None)
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.startswith(("tokenizer", "chat_template", "special_tokens", "vocab", "merges"))) if folder else []
+    tok = resident.tokenizer
+    return {"base": resident.name, "files": {p.name: _sha1_file(p) for p in files}, "vocab": len(tok), "chat_template": tok.chat_template}
+
+
+def cache_key(cfg, resident, encoder_name: str) -> str:
+    """A hash of every input of the cached part of prepare_sft: the descriptions file's content, the suite
+    (`_suite_stamp`), the split file's content (BIG-bench), the tokenizer, the encoder's name, the
+    TrainConfig fields in PREPARE_FIELDS and CACHE_VERSION."""
+    from hypergen.tasks.descriptions import DEFAULT_PATH
+    from hypergen.tasks.split import DEFAULT_PATH as SPLIT_PATH
+
+    key = {
+        "version": CACHE_VERSION,
+        "config": {k: getattr(cfg, k) for k in PREPARE_FIELDS},
+        "descriptions": _sha1_file(Path(cfg.descriptions or DEFAULT_PATH).expanduser()),
+        "suite": _suite_stamp(cfg.task_suite),
+        "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
+        "tokenizer": _tokenizer_stamp(resident),
+        "encoder": encoder_name,
+    }
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cache_path(key: str) -> Path:
+    return paths.home() / "cache" / "sft" / f"{key}.pt"
+
+
+def _pack(examples: list[Encoded]) -> dict[str, torch.Tensor]:
+    """Encoded examples as 4 tensors (labels are IGNORE over the prompt, then the answer's ids)."""
+    return {"ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
+            "lens": torch.tensor([len(e.input_ids) for e in examples], dtype=torch.int64),
+            "prompt": torch.tensor([sum(x == IGNORE for x in e.labels) for e in examples], dtype=torch.int64),
+            "truncated": torch.tensor([e.truncated for e in examples], dtype=torch.bool)}
+
+
+def _unpack(p: dict[str, torch.Tensor]) -> list[Encoded]:
+    ids, out, at = p["ids"].tolist(), [], 0
+    for n, k, cut in zip(p["lens"].tolist(), p["prompt"].tolist(), p["truncated"].tolist()):
+        e = ids[at : at + n]
+        out.append(Encoded(e, [IGNORE] * k + e[k:], cut))
+        at += n
+    return out
+
+
+def _save(path: Path, prep: Prepared) -> None:
+    """Plain tensors, strings and lists (loadable with weights_only=True), written to a temporary file and
+    renamed: a killed writer never leaves a half file under the key."""
+    tasks = [{"name": t.name, "cond": t.cond, "train": _pack(t.train), "val": _pack(t.val), "descriptions": t.descriptions,
+              "train_text": [list(x) for x in t.train_text], "val_text": [list(x) for x in t.val_text]} for t in prep.tasks]
+    data = {"version": CACHE_VERSION, "tasks": tasks, "counts": [prep.n_truncated, prep.n_skipped, prep.n_small]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load(path: Path) -> Prepared | None:
+    """The prepared tasks at `path`, or None when it is missing or unreadable (then it is rebuilt)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if data.get("version") != CACHE_VERSION:
+            return None
+        tasks = [TaskData(t["name"], t["cond"], _unpack(t["train"]), _unpack(t["val"]), -1, list(t["descriptions"]),
+                          [tuple(x) for x in t["train_text"]], [tuple(x) for x in t["val_text"]]) for t in data["tasks"]]
+        return Prepared(tasks, *data["counts"])
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # a file from a crash or another version: rebuild it, never fail the run
+        print(f"Ignoring the unreadable sft cache {path} ({type(e).__name__}); rebuilding it.", flush=True)
+        return None
+
+
+def cached(path: Path, build) -> Prepared:
+    """The prepared tasks saved at `path`, or build() saved there."""
+    prep = _load(path)
+    if prep is None:
+        prep = build()
+        _save(path, prep)
+    return prep
 
 
 # ---- batches ------------------------------------------------------------------------------------
-class TrainBatches(torch.utils.data.Dataset):
-    """Step s -> its (B, 2 + k) batch of rows [task, variant, example indices (-1 = none)], drawn family
-    first from (seed, rank, s) alone, so a resumed run continues the very same sequence."""
+def _with_description(key: str, share: float) -> int:
+    """1 for a row whose prompt also holds its description: a draw of its own, so that a share of 0
+    leaves every other draw (and so the batches of runs made before the share existed) unchanged."""
+    return int(share > 0 and random.Random(f"{key}:prompt").random() < share)
 
-    def __init__(self, sft: SftData, batch_size: int, seed: int, rank: int = 0):
-        self.sft, self.batch_size, self.key = sft, batch_size, f"{seed}:{rank}"
+
+class TrainBatches(torch.utils.data.Dataset):
+    """Step s -> its (B, 3 + k) batch of rows [task, variant, description in the prompt (0/1), example
+    indices (-1 = none)], drawn family first from (seed, rank, s) alone, so a resumed run continues the
+    very same sequence. prompt_description: the share of rows with their description in the prompt."""
+
+    def __init__(self, sft: SftData, batch_size: int, seed: int, rank: int = 0, *, prompt_description: float = 0.0):
+        self.sft, self.batch_size, self.key, self.share = sft, batch_size, f"{seed}:{rank}", prompt_description
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the sampler says which steps
@@ -167,23 +337,44 @@ class TrainBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> torch.Tensor:
         rng = random.Random(f"{self.key}:{step}")
         k, rows = self.sft.n_examples, []
-        for _ in range(self.batch_size):
+        for i in range(self.batch_size):
             t = rng.choice(rng.choice(self.sft.families))
             task = self.sft.tasks[t]
             ex = rng.sample(range(len(task.train)), min(k, len(task.train)))
-            rows.append([t, rng.randrange(len(task.cond)), *ex, *[-1] * (k - len(ex))])
+            desc = _with_description(f"{self.key}:{step}:{i}", self.share)
+            rows.append([t, rng.randrange(len(task.cond)), desc, *ex, *[-1] * (k - len(ex))])
         return torch.tensor(rows, dtype=torch.long)
 
 
-def val_batches(sft: SftData, batch_size: int) -> list[torch.Tensor]:
+def val_batches(sft: SftData, batch_size: int, *, prompt_description: float = 0.0, seed: int = 0) -> list[torch.Tensor]:
     """The fixed validation rows: each validation task with its first description and its first k val
-    examples (tasks with no val example are left out), batch_size rows at a time."""
+    examples (tasks with no val example are left out), batch_size rows at a time. The same share of rows
+    as in training has the description in the prompt, the same rows at every validation."""
     k, rows = sft.n_examples, []
     for t, task in enumerate(sft.val):
         n = min(k, len(task.val))
         if n:
-            rows.append([t, 0, *range(n), *[-1] * (k - n)])
+            rows.append([t, 0, _with_description(f"{seed}:val:{t}", prompt_description), *range(n), *[-1] * (k - n)])
     return [torch.tensor(rows[i : i + batch_size], dtype=torch.long) for i in range(0, len(rows), batch_size)]
+
+
+def batch_examples(sft: SftData, batch: torch.Tensor, *, validation: bool = False) -> list[list[Encoded]]:
+    """Each row's examples, tokenised: as prepared, or with the row's description in the prompt (as
+    hypergen.data.encode_example formats it for the evaluation's `+desc` methods) when its flag is set.
+    An example whose answer no longer fits beside the description keeps its plain prompt."""
+    tasks = sft.val if validation else sft.tasks
+    out = []
+    for t, v, desc, *idx in batch.tolist():
+        task = tasks[t]
+        plain, texts = (task.val, task.val_text) if validation else (task.train, task.train_text)
+        if desc and (not texts or not task.descriptions):
+            raise HypergenError(f"Task {task.name} was prepared without its texts, so its description cannot go in the prompt; prepare it with prepare_sft.")
+        row = []
+        for j in (j for j in idx if j >= 0):
+            e = encode_example(sft.resident.tokenizer, *texts[j], description=task.descriptions[v], max_tokens=sft.max_tokens) if desc else None
+            row.append(e or plain[j])
+        out.append(row)
+    return out
 
 
 # ---- the loss -----------------------------------------------------------------------------------
@@ -235,7 +426,7 @@ def rows_nll(res, layout, flat: torch.Tensor, examples: list[list[Encoded]]) -> 
 
 
 def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool = False) -> dict[str, torch.Tensor]:
-    """The sft loss of a (B, 2 + k) batch of rows (TrainBatches, val_batches): the mean over rows of
+    """The sft loss of a (B, 3 + k) batch of rows (TrainBatches, val_batches): the mean over rows of
     each row's answer NLL under its generated adapter, plus the family's extra terms."""
     if sft is None:
         raise HypergenError("objective 'sft' needs the task data: call prepare_sft(bank, zoo, resident, cfg) and pass it to train_generator(sft_data=...).")
@@ -249,7 +440,7 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool =
     cond = torch.stack([tasks[r[0]].cond[r[1]] for r in rows]).to(dev)  # (B, D)
     index = torch.tensor([tasks[r[0]].expert for r in rows], device=dev)
     flat, extra = generator.adapter_for_training(cond, {"cond": cond, "index": index})  # (B, P), {name: scalar}
-    examples = [[(tasks[r[0]].val if validation else tasks[r[0]].train)[j] for j in r[2:] if j >= 0] for r in rows]
+    examples = batch_examples(sft, batch, validation=validation)
     nll = rows_nll(sft.resident, generator.layout, flat, examples).mean().to(flat.device)
     loss = nll + sum(extra.values()) if extra else nll
     return {"loss": loss, "nll": nll, **extra}

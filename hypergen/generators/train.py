@@ -8,15 +8,19 @@ Objectives
          (`tasks`); whole validation families pick the checkpoint kept (the best validation NLL).
 
 Runs are resumable (Lightning checkpoints every `ckpt_every` steps; a rerun continues from the last, and
-the sft batches of step s depend on (seed, rank, s) alone, so a run killed and resumed sees the same data),
+the sft batches of step s depend on (seed, rank, s) alone, so a run killed and resumed sees the same data).
+A rerun with more --steps extends the run: settings that only say how long or how visibly it runs
+(RUN_ONLY) are not part of the run's identity, so a CPU run can also be continued on a GPU. Runs are
 distributed through Lightning strategies (--devices / --strategy / --num-nodes), and stop on a
-non-finite loss with the step and the value, keeping the last good checkpoint.
+non-finite loss with the step and the value, keeping the last good checkpoint. A stopped run's best
+checkpoint so far becomes a generator folder without training (export_run, `hypergen train ... --export`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +57,11 @@ class TrainConfig:
     (default 4, or 0 when tasks is "zoo"). val_every: steps between validations. sft_examples: train
     examples per row. sft_max_tokens: the longest example in tokens (prompt + answer).
     sft_max_train: train examples kept per task.
+    sft_prompt_description: the share of sft rows whose prompt also holds the row's description, as the
+    evaluation's `+desc` methods and base_desc prompt (0 = never, the product's mode; 1 = always, as
+    Text-to-LoRA's SFT prompt). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
+    validation puts it in the same share of its fixed rows, so compare runs of different shares with
+    `hypergen eval`, not by their validation NLL.
     """
 
     objective: Literal["recon", "sft"] = "recon"
@@ -81,6 +90,7 @@ class TrainConfig:
     sft_examples: int = 4
     sft_max_tokens: int = 128
     sft_max_train: int = 128
+    sft_prompt_description: float = 0.0
 
     def __post_init__(self):
         if self.objective not in ("recon", "sft"):
@@ -92,7 +102,29 @@ class TrainConfig:
         for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every", "val_every", "min_examples", "sft_examples", "sft_max_train"):
             if getattr(self, k) < 1:
                 raise HypergenError(f"TrainConfig.{k} must be >= 1; got {getattr(self, k)}.")
+        if not 0.0 <= self.sft_prompt_description <= 1.0:
+            raise HypergenError(f"--sft-prompt-description is a share of rows, from 0 to 1; got {self.sft_prompt_description}.")
         self.val_experts = tuple(self.val_experts)
+
+
+# how long, how often and where a run goes, not what it learns: changing these continues the same run
+RUN_ONLY = ("steps", "ckpt_every", "log_every", "val_every", "progress", "logger", "accelerator", "bf16")
+# fields added after runs were started, at the value that does what those runs did: left out of the
+# identity at that value, so those runs keep their folder (resume, --export); any other value is another run
+ADDED = {"sft_prompt_description": 0.0}
+
+
+def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> Path:
+    """The folder of this run's resumable checkpoints: the same family config, training config (less
+    RUN_ONLY), experts, destination, tensor shapes and sft tasks resume; anything else is another run."""
+    import hashlib
+
+    shapes = {k: list(v.shape) for k, v in generator.state_for_save().items()}  # a code change that alters shapes starts afresh
+    learns = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY and not (k in ADDED and v == ADDED[k])}
+    data_key = sft_data.fingerprint if sft_data is not None else None  # other sft tasks: another run
+    key = json.dumps([generator.family, generator.config.to_dict(), learns, generator.bank.names, str(Path(out).resolve()), shapes, data_key], sort_keys=True, default=str)
+    run_id = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return paths.runs_dir() / "generators" / f"{run_name or generator.family}-{run_id}" / "ckpt"
 
 
 class LitGenerator(pl.LightningModule):
@@ -111,7 +143,8 @@ class LitGenerator(pl.LightningModule):
             # from the restored step on (global_step is restored before this is called). A resumed epoch
             # counts its batches from that step, so the loader keeps the full length; max_steps ends it.
             steps = range(self.global_step, self.global_step + self.cfg.steps)
-            return DataLoader(TrainBatches(self._sft, self.cfg.batch_size, self.cfg.seed, self.global_rank), batch_size=None, sampler=steps)
+            batches = TrainBatches(self._sft, self.cfg.batch_size, self.cfg.seed, self.global_rank, prompt_description=self.cfg.sft_prompt_description)
+            return DataLoader(batches, batch_size=None, sampler=steps)
         # each rank draws its own batches (seed + rank); rank 0 draws what a 1-process run draws
         g = torch.Generator().manual_seed(self.cfg.seed + self.global_rank)
         sampler = RandomSampler(self._data, replacement=True, num_samples=self.cfg.steps * self.cfg.batch_size, generator=g)
@@ -140,7 +173,8 @@ class LitGenerator(pl.LightningModule):
     def val_dataloader(self):
         from hypergen.generators.sft import val_batches
 
-        return DataLoader(val_batches(self._sft, self.cfg.batch_size) if self._sft is not None else [], batch_size=None)
+        rows = val_batches(self._sft, self.cfg.batch_size, prompt_description=self.cfg.sft_prompt_description, seed=self.cfg.seed) if self._sft is not None else []
+        return DataLoader(rows, batch_size=None)
 
     def validation_step(self, batch, batch_idx):
         from hypergen.generators.sft import sft_step
@@ -151,6 +185,12 @@ class LitGenerator(pl.LightningModule):
     def on_validation_epoch_end(self):
         if "val/nll" in self.trainer.callback_metrics and not self.trainer.sanity_checking:
             self.history.append({"step": self.global_step, "val_nll": float(self.trainer.callback_metrics["val/nll"])})
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["hypergen_history"] = self.history  # the loss curve survives a kill and a resume
+
+    def on_load_checkpoint(self, checkpoint):
+        self.history = list(checkpoint.get("hypergen_history", []))
 
     def configure_optimizers(self):
         params = [p for p in self.generator.parameters() if p.requires_grad]
@@ -173,14 +213,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         raise HypergenError(f"This {generator.family} checkpoint was loaded without its training-only tensors (no training.safetensors, as shipped in generators/): "
                             "train from the folder `hypergen train` wrote, or from scratch.")
     out = Path(out)
-    # resume only the very same run: same family config, training config, experts and destination
-    import hashlib
-
-    shapes = {k: list(v.shape) for k, v in generator.state_for_save().items()}  # a code change that alters shapes starts afresh
-    data_key = sft_data.fingerprint if sft_data is not None else None  # other sft tasks: another run
-    key = json.dumps([generator.family, generator.config.to_dict(), asdict(cfg), generator.bank.names, str(out.resolve()), shapes, data_key], sort_keys=True, default=str)
-    run_id = hashlib.sha1(key.encode()).hexdigest()[:10]
-    ckpt_dir = paths.runs_dir() / "generators" / f"{run_name or generator.family}-{run_id}" / "ckpt"
+    ckpt_dir = run_folder(generator, cfg, out, sft_data=sft_data, run_name=run_name)
     pl.seed_everything(cfg.seed, verbose=False)
     data = generator.training_examples()
     if len(data) == 0:
@@ -221,6 +254,15 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         use_distributed_sampler=False,  # the sampler already draws cfg.steps batches per rank
     )
     last = ckpt_dir / "last.ckpt"
+    import warnings
+
+    # the sft batches of a step are a function of (seed, rank, step), so a mid-epoch resume is exact
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    resumed_from = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if last.is_file() else 0
+    if trainer.global_rank == 0:
+        state = f"a new run of {cfg.steps} steps" if not resumed_from else (
+            f"resuming at step {resumed_from} of {cfg.steps}" if resumed_from < cfg.steps else f"done ({resumed_from} steps; more with a larger --steps)")
+        print(f"Run folder {ckpt_dir.parent}: {state}.", file=sys.stderr, flush=True)  # stdout stays clean for --json
     t = time.perf_counter()
     trainer.fit(lit, ckpt_path=str(last) if last.is_file() else None)
     seconds = time.perf_counter() - t
@@ -241,6 +283,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         "history": lit.history,
         "final": lit.history[-1] if lit.history else None,
         "steps_done": trainer.global_step,
+        "resumed_from": resumed_from,
     }
     if validate:
         summary["best_val_nll"] = float(best.best_model_score) if best.best_model_score is not None else None
@@ -251,4 +294,45 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     if trainer.global_rank == 0:
         generator.save(out, extra={"train": asdict(cfg)})
         (out / "train.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def export_run(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> dict:
+    """Write the generator folder of a stopped (or running) run without training a step: from its best
+    checkpoint on validation so far, or its last one when it has none. The run is found as
+    train_generator finds it (run_folder): the same arguments, any RUN_ONLY setting (e.g. --steps)."""
+    ckpt_dir = run_folder(generator, cfg, out, sft_data=sft_data, run_name=run_name)
+
+    def val_nll(ckpt: dict) -> float | None:  # the score the best-checkpoint callback saved it for
+        return next((float(s["current_score"]) for s in ckpt.get("callbacks", {}).values()
+                     if isinstance(s, dict) and s.get("monitor") == "val/nll" and s.get("current_score") is not None), None)
+
+    # best-v1.ckpt and the like can sit beside best.ckpt after a kill: the lowest score is the best
+    bests = [(p, torch.load(p, map_location="cpu", weights_only=False)) for p in sorted(ckpt_dir.glob("best*.ckpt"))]
+    scored = [(val_nll(c), p, c) for p, c in bests if val_nll(c) is not None]
+    if scored:
+        score, path, ckpt = min(scored, key=lambda x: x[0])
+    elif (ckpt_dir / "last.ckpt").is_file():
+        score, path = None, ckpt_dir / "last.ckpt"
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        raise HypergenError(f"No checkpoint to export in {ckpt_dir}: this run has not saved one yet (every --ckpt-every steps); "
+                            "give the same arguments as the run, or train it first.")
+    lit = LitGenerator(generator, cfg, None)
+    lit.load_state_dict(ckpt["state_dict"])  # strict: a checkpoint of other shapes is refused
+    history = list(ckpt.get("hypergen_history", []))
+    out = Path(out)
+    summary = {
+        "family": generator.family,
+        "config": generator.config.to_dict(),
+        "train": asdict(cfg),
+        "exported_from": str(path),
+        "step": ckpt["global_step"],
+        "val_nll": score,
+        "history": history,
+        "final": history[-1] if history else None,
+        "global_rank": 0,
+    }
+    generator.save(out, extra={"train": asdict(cfg)})
+    (out / "train.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -1,0 +1,122 @@
+"""The on-disk cache of prepared sft tasks: a second prepare with the same inputs loads it, any changed
+input rebuilds it, and what it loads equals what a fresh prepare makes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hypergen.generators import sft as sft_mod
+from hypergen.generators.sft import cache_key, prepare_sft
+from hypergen.generators.train import TrainConfig
+from hypergen.paths import REPO_ROOT
+from hypergen.text import FakeEncoder
+
+WORDS = {
+    "antonyms": ["Give the opposite word.", "Antonym of the word.", "Say the word meaning the reverse.", "Opposites: answer with one word."],
+    "review_sentiment": ["Is the review positive or negative?", "Classify the review.", "Sentiment of a product review.", "Say Positive or Negative."],
+    "reverse_words": ["Reverse the words.", "Last word first.", "Write the sentence backwards by words.", "Flip the word order."],
+    "uppercase": ["Capitalise the word.", "Write it in capitals.", "Upper case, please.", "Shout the word in capital letters."],
+}
+
+
+class Missed(FakeEncoder):
+    """The bank's encoder by name, but a prepare that reaches it has missed the cache."""
+
+    def encode(self, texts):
+        raise AssertionError("the cache was missed")
+
+
+@pytest.fixture()
+def inputs(tmp_path, monkeypatch):
+    """A private cache root, a descriptions file and a copy of the demo suite, all editable."""
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "home"))
+    suite = tmp_path / "demo.jsonl"
+    shutil.copy(REPO_ROOT / "data" / "demo" / "demo.jsonl", suite)
+    return SimpleNamespace(descriptions=write(tmp_path / "d.json", WORDS), suite=suite, cache=tmp_path / "home" / "cache" / "sft")
+
+
+def write(path, tasks):
+    path.write_text(json.dumps({"version": 1, "tasks": {n: [{"text": t, "source": "own"} for t in ds] for n, ds in tasks.items()}, "heldout": {}}))
+    return str(path)
+
+
+def cfg(inputs, **kw) -> TrainConfig:
+    return TrainConfig(**{"objective": "sft", "tasks": "descriptions", "task_suite": str(inputs.suite), "descriptions": inputs.descriptions,
+                          "val_families": 1, "min_examples": 10, "sft_max_tokens": 96, "logger": "none", "progress": False, **kw})
+
+
+def assert_same(a, b):
+    assert a.fingerprint == b.fingerprint and (a.n_truncated, a.n_skipped, a.n_small) == (b.n_truncated, b.n_skipped, b.n_small)
+    assert (a.n_examples, a.max_tokens, a.bank_names, a.families) == (b.n_examples, b.max_tokens, b.bank_names, b.families)
+    for x, y in zip(a.tasks + a.val, b.tasks + b.val, strict=True):
+        assert (x.name, x.expert, x.descriptions, x.train_text, x.val_text) == (y.name, y.expert, y.descriptions, y.train_text, y.val_text)
+        assert torch.equal(x.cond, y.cond) and x.cond.dtype == y.cond.dtype
+        assert x.train == y.train and x.val == y.val and x.train and x.val  # tokens, labels and truncation flags
+
+
+def test_a_second_prepare_loads_what_the_first_made(inputs, tiny_bank, tiny_zoo, resident):
+    fresh = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    files = list(inputs.cache.iterdir())
+    assert [f.suffix for f in files] == [".pt"]  # one file under its key, no temporary left behind
+    loaded = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=Missed())
+    assert_same(loaded, fresh)
+    assert loaded.resident is resident and not any(p.requires_grad for p in resident.model.parameters())
+
+
+def test_the_seed_and_validation_families_divide_the_cached_tasks(inputs, tiny_bank, tiny_zoo, resident, monkeypatch, tmp_path):
+    """The cache holds the tasks before the validation families are chosen: another seed loads it and
+    divides it as a prepare without any cache does."""
+    prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    loaded = [prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, seed=s, val_families=n), encoder=Missed()) for s, n in [(1, 1), (2, 1), (0, 2)]]
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "elsewhere"))
+    for got, (s, n) in zip(loaded, [(1, 1), (2, 1), (0, 2)]):
+        assert_same(got, prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, seed=s, val_families=n), encoder=FakeEncoder()))
+    assert len({d.fingerprint for d in loaded}) > 1  # the seeds did choose other families
+
+
+def change(inputs, what: str) -> dict:
+    """Change one input of the prepared tasks; returns the TrainConfig fields to pass."""
+    if what == "descriptions file content":
+        write(Path(inputs.descriptions), {**WORDS, "uppercase": ["Capitalise the word.", "Write it in capitals.", "Upper case, please.", "Shout it."]})
+    elif what == "suite file content":
+        inputs.suite.write_text(inputs.suite.read_text().replace('"cold"', '"freezing"'))
+    elif what == "another suite":
+        return {"task_suite": str(shutil.copy(inputs.suite, inputs.suite.with_name("copy.jsonl")))}
+    else:
+        return {what: {"sft_max_tokens": 80, "min_examples": 11, "sft_max_train": 5, "tasks": "suite"}[what]}
+    return {}
+
+
+@pytest.mark.parametrize("what", ["sft_max_tokens", "min_examples", "sft_max_train", "tasks", "descriptions file content", "suite file content", "another suite"])
+def test_any_changed_input_rebuilds(inputs, tiny_bank, tiny_zoo, resident, what):
+    prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    kw = change(inputs, what)
+    with pytest.raises(AssertionError, match="the cache was missed"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, **kw), encoder=Missed())
+
+
+def test_the_key_covers_the_base_encoder_and_reader(inputs, resident, monkeypatch):
+    c = cfg(inputs)
+    key = cache_key(c, resident, "fake")
+    assert cache_key(c, resident, "fake") == key
+    assert cache_key(c, SimpleNamespace(name="other-base", path=resident.path, tokenizer=resident.tokenizer), "fake") != key
+    assert cache_key(c, resident, "all-MiniLM-L6-v2") != key
+    monkeypatch.setattr("hypergen.tasks.bigbench.READER_VERSION", 99)
+    assert cache_key(c, resident, "fake") != key
+    monkeypatch.undo()
+    monkeypatch.setattr(sft_mod, "CACHE_VERSION", 99)
+    assert cache_key(c, resident, "fake") != key
+
+
+def test_an_unreadable_cache_file_is_rebuilt(inputs, tiny_bank, tiny_zoo, resident):
+    fresh = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    (path,) = inputs.cache.iterdir()
+    path.write_bytes(path.read_bytes()[:100])  # what a crash mid-write would leave without the rename
+    assert_same(prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder()), fresh)
+    assert_same(prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=Missed()), fresh)  # and written again
