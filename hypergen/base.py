@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable: never let t
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 BASE = "__base__"  # peft's name for "no adapter" in per-row adapter_names
-CANDIDATE_TOKENS_PER_ROW = 128  # answer_and_score: padded candidate tokens a batch may hold, per row of batch_size
+CANDIDATE_TOKENS_PER_ROW = 128  # answer_and_score: a batch's memory, in candidate-token logits, per row of batch_size
 
 
 def machine() -> str:
@@ -340,8 +340,9 @@ class ResidentModel:
         Per row: the description in its prompt (None: none) and its adapter (LoraWeights through per-row
         adapters; None: the base). Rows are batched in order of prompt length, so one prompt under many
         adapters batches without padding; results come back in the given order. A batch holds at most
-        batch_size rows and CANDIDATE_TOKENS_PER_ROW * batch_size padded candidate tokens (their logits
-        are the memory: ~0.4 MB a token with SmolLM2's vocabulary), so many long options take fewer rows.
+        batch_size rows and the memory of CANDIDATE_TOKENS_PER_ROW * batch_size padded candidate tokens'
+        logits (~0.4 MB a token with SmolLM2's vocabulary), counting the prompt's KV cache that each
+        candidate gets a copy of (_kv_per_logit), so many or long options, or long prompts, take fewer rows.
         max_new_tokens=0: no answers (None); a row may have no candidates."""
         n = len(texts)
         descriptions = [None] * n if descriptions is None else list(descriptions)
@@ -353,7 +354,7 @@ class ResidentModel:
         items = [(self.tokenizer(p, add_special_tokens=False)["input_ids"], [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in cands]) for p, cands in zip(prompts, candidates)]
         answers: list = [None] * n
         scores: list = [None] * n
-        for idx in _batches(items, batch_size, CANDIDATE_TOKENS_PER_ROW * batch_size):
+        for idx in _batches(items, batch_size, CANDIDATE_TOKENS_PER_ROW * batch_size, self._kv_per_logit()):
             lora = self._stack([adapters[k] for k in idx]) if adapters is not None else None
             got, new = self._loglik_batch([items[k] for k in idx], None, lora, decode=max_new_tokens)
             for j, k in enumerate(idx):
@@ -362,6 +363,13 @@ class ResidentModel:
                 for k, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
                     answers[k] = text.strip()
         return (answers if max_new_tokens else None), scores
+
+    def _kv_per_logit(self) -> float:
+        """A prompt token's KV cache over a candidate token's logits (+ log-softmax), in bytes: ~0.12 for SmolLM2."""
+        c = self.model.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        return (2 * c.num_hidden_layers * kv_heads * head_dim) / (2 * c.vocab_size)
 
     def _greedy(self, model, first: torch.Tensor, cache, mask: torch.Tensor, steps: int, rows) -> torch.Tensor:
         """(B, <= steps) greedy new tokens continuing a prefilled cache, as generate(do_sample=False)
@@ -429,16 +437,19 @@ class ResidentModel:
         return out, new
 
 
-def _batches(items: list[tuple[list[int], list[list[int]]]], rows: int, tokens: int) -> list[list[int]]:
+def _batches(items: list[tuple[list[int], list[list[int]]]], rows: int, budget: float, kv_per_logit: float = 0.0) -> list[list[int]]:
     """Indices of items in order of prompt length, cut into batches of at most `rows` items whose
-    candidates, padded to the batch's most and longest, hold at most `tokens` tokens (at least one item)."""
+    memory stays within `budget` candidate-token logits (at least one item a batch): each item costs its
+    batch's most candidates x (the longest candidate + the longest prompt x kv_per_logit), since every
+    candidate row holds the padded candidate's logits and a copy of the padded prompt's KV cache."""
     out: list[list[int]] = []
     cur: list[int] = []
     n = t = 0  # the current batch's most candidates and longest candidate
     for k in sorted(range(len(items)), key=lambda k: len(items[k][0])):
         cands = items[k][1]
         n2, t2 = max(n, len(cands)), max([t, *map(len, cands)])
-        if cur and (len(cur) == rows or (len(cur) + 1) * n2 * t2 > tokens):
+        p2 = len(items[k][0])  # sorted: the newest prompt is the batch's longest
+        if cur and (len(cur) == rows or (len(cur) + 1) * n2 * (t2 + p2 * kv_per_logit) > budget):
             out.append(cur)
             cur, n2, t2 = [], len(cands), max(map(len, cands), default=0)
         cur.append(k)

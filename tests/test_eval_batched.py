@@ -133,3 +133,50 @@ def test_batch_rows_must_be_positive():
 
     with pytest.raises(HypergenError, match="--batch-rows must be >= 1"):
         EvalConfig(suite=DEMO, split="all", batch_rows=0)
+
+
+def test_rows_that_end_early_match_generate(resident):
+    """Forced end-of-turn on a third of the steps (the random tiny model never says it): rows that stop
+    early pad after it, as generate does, and the answers still equal the one-adapter-at-a-time ones."""
+    import torch
+
+    from hypergen.base import ResidentModel
+    from hypergen.scoring import Run, score_instances, score_runs
+    from hypergen.tasks import load_suite
+
+    eos = resident.tokenizer.eos_token_id
+
+    def end_sometimes(module, inputs, out):  # end-of-turn wins wherever the top token's id is 0 mod 3
+        out = out.clone()
+        top, best = out.argmax(-1), out.max(-1).values
+        out[..., eos] = torch.where(top % 3 == 0, best + 1.0, out[..., eos])
+        return out
+
+    suite = load_suite(DEMO)
+    runs = [Run(suite.get("antonyms").instances[:4], w, None) for w in (None, random_lora(resident.model, seed=1, scale=0.3))]
+    greedy, made = ResidentModel._greedy, []
+    hook = resident.model.lm_head.register_forward_hook(end_sometimes)
+    try:
+        ResidentModel._greedy = lambda self, *a, **k: made.append(greedy(self, *a, **k)) or made[-1]
+        batched = score_runs(resident, runs, max_new_tokens=8, generate=True, nll=True, rows=8)
+        ResidentModel._greedy = greedy
+        for r, b in zip(runs, batched):
+            resident.deactivate() if r.adapter is None else resident.activate(r.adapter, name="evaluated")
+            _same(b, score_instances(resident, r.instances, max_new_tokens=8, generate=True, nll=True))
+    finally:
+        ResidentModel._greedy = greedy
+        hook.remove()
+        resident.deactivate()
+    ended = torch.cat([(m == eos).long().cumsum(1)[:, :-1].gt(0).any(1) for m in made])
+    assert ended.any() and not ended.all()  # some rows stopped before the others: the path under test ran
+
+
+def test_long_prompts_take_fewer_rows_a_batch():
+    from hypergen.base import _batches
+
+    short = [([1] * 10, [[2, 3], [4, 5]]) for _ in range(8)]
+    long = [([1] * 1000, [[2, 3], [4, 5]]) for _ in range(8)]
+    assert [len(b) for b in _batches(short, 8, 128)] == [8]
+    assert [len(b) for b in _batches(long, 8, 128)] == [8]  # candidates alone: 2 x 2 tokens a row
+    assert max(len(b) for b in _batches(long, 8, 128, kv_per_logit=0.12)) == 1  # + each candidate's copy of a 1000-token cache
+    assert [len(b) for b in _batches(short, 8, 128, kv_per_logit=0.12)] == [8]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypergen.eval.methods import BASE, ORACLE, Method, default_methods
+from hypergen.eval.methods import BASE, ORACLE, Method, all_methods, default_methods
 
 
 def _fmt(x, nd=3) -> str:
@@ -26,9 +26,9 @@ def _cell(text: str) -> str:
 
 def command(cfg) -> str:
     """The command that reproduces the run (the options that differ from their defaults)."""
-    methods = tuple(getattr(cfg, "methods", ()) or default_methods())
+    methods = tuple(getattr(cfg, "methods", ()) or default_methods())  # spelled out unless all: the defaults depend on what is trained here
     return (f"hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
-            + ("".join(f" --methods {m}" for m in methods) if methods != default_methods() else "")
+            + ("".join(f" --methods {m}" for m in methods) if methods != all_methods() else "")
             + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
             + (f" --long-budget {cfg.long_budget}" if getattr(cfg, "long_budget", None) else "") + f" --out {cfg.out}")
 

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ from hypergen.identity import require_same_base
 from hypergen.rowlora import RowLora
 
 CACHE_VERSION = 1
+# the modules whose code decides the cached examples (hypergen/...): readers, prompt framing, tokenising
+CODE_FILES = ("data.py", "tasks/core.py", "tasks/bigbench.py", "tasks/sni.py", "tasks/jsonl.py", "tasks/prompt.py",
+              "tasks/sft_data.py", "tasks/descriptions.py", "tasks/split.py")
 """Bump when prepare_sft makes something else of the same inputs: older cache files are then ignored."""
 PREPARE_FIELDS = ("tasks", "task_suite", "descriptions", "min_examples", "sft_max_train", "sft_max_tokens")
 """The TrainConfig fields the cached part of prepare_sft reads (the seed and val_families only divide it)."""
@@ -249,6 +253,8 @@ def cache_key(cfg, resident, encoder_name: str) -> str:
         "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
         "tokenizer": _tokenizer_stamp(resident),
         "encoder": encoder_name,
+        # the code that reads, frames and tokenises the tasks: an edit there rebuilds, no version bump needed
+        "code": {f: _sha1_file(Path(__file__).parents[1] / f) for f in CODE_FILES},
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -303,7 +309,7 @@ def _load(path: Path) -> Prepared | None:
     except FileNotFoundError:
         return None
     except Exception as e:  # a file from a crash or another version: rebuild it, never fail the run
-        print(f"Ignoring the unreadable sft cache {path} ({type(e).__name__}); rebuilding it.", flush=True)
+        print(f"Ignoring the unreadable sft cache {path} ({type(e).__name__}); rebuilding it.", file=sys.stderr, flush=True)
         return None
 
 

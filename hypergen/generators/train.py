@@ -110,7 +110,8 @@ class TrainConfig:
 # how long, how often and where a run goes, not what it learns: changing these continues the same run
 RUN_ONLY = ("steps", "ckpt_every", "log_every", "val_every", "progress", "logger", "accelerator", "bf16")
 # fields added after runs were started, at the value that does what those runs did: left out of the
-# identity at that value, so those runs keep their folder (resume, --export); any other value is another run
+# identity at that value, so those runs keep their folder (resume, --export); any other value is another run.
+# (Runs started before RUN_ONLY existed, 2026-11-30, hashed every field: resume those with that commit.)
 ADDED = {"sft_prompt_description": 0.0}
 
 
@@ -256,8 +257,8 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     last = ckpt_dir / "last.ckpt"
     import warnings
 
-    # the sft batches of a step are a function of (seed, rank, step), so a mid-epoch resume is exact
-    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    if cfg.objective == "sft":  # its batches are a function of (seed, rank, step): a mid-epoch resume is exact
+        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     resumed_from = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if last.is_file() else 0
     if trainer.global_rank == 0:
         state = f"a new run of {cfg.steps} steps" if not resumed_from else (
