@@ -7,7 +7,8 @@ seed 0), the teacher-forced NLL per token of the reference answer (hypergen.scor
 content metric of `hypergen eval`) under:
 - base: no adapter; base+desc: the description in the prompt;
 - own / other / gibberish: the generator's adapter for the task's description, another task's, nonsense;
-- own+desc: its adapter for the task's description, and the description in the prompt too.
+- own+desc / other+desc / gibberish+desc: that adapter, and the task's own description in the prompt too
+  (does the adapter's description still matter when the prompt holds the task's?).
 Lower is better. Means over tasks and over families (each family counts once). This is the quick check
 of the held-out controls; `hypergen eval` is the full protocol (answers, accuracy, CIs).
 """
@@ -29,7 +30,7 @@ from hypergen.eval.protocol import GIBBERISH, EvalConfig, plan
 from hypergen.eval.stats import family_means
 from hypergen.scoring import reference_nll
 
-CONDITIONS = ("base", "base+desc", "own", "other", "gibberish", "own+desc")
+CONDITIONS = ("base", "base+desc", "own", "other", "gibberish", "own+desc", "other+desc", "gibberish+desc")
 
 
 def main(argv=None) -> dict:
@@ -72,6 +73,8 @@ def main(argv=None) -> dict:
     fam = record["nll_family_mean"]
     record["own_minus_other"] = round(fam["own"] - fam["other"], 4)  # < 0: the own description helps
     record["own_minus_gibberish"] = round(fam["own"] - fam["gibberish"], 4)
+    record["own_minus_other_desc"] = round(fam["own+desc"] - fam["other+desc"], 4)  # the same, with the description in the prompt
+    record["own_minus_gibberish_desc"] = round(fam["own+desc"] - fam["gibberish+desc"], 4)
     print(json.dumps({k: v for k, v in record.items() if k != "per_task"}, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2))

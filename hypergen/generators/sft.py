@@ -50,10 +50,10 @@ from hypergen.identity import require_same_base
 from hypergen.rowlora import RowLora
 
 CACHE_VERSION = 1
-# the modules whose code decides the cached examples (hypergen/...): readers, prompt framing, tokenising
+"""Bump when prepare_sft makes something else of the same inputs: older cache files are then ignored."""
 CODE_FILES = ("data.py", "tasks/core.py", "tasks/bigbench.py", "tasks/sni.py", "tasks/jsonl.py", "tasks/prompt.py",
               "tasks/sft_data.py", "tasks/descriptions.py", "tasks/split.py")
-"""Bump when prepare_sft makes something else of the same inputs: older cache files are then ignored."""
+"""The modules (under hypergen/) whose code decides the cached examples: their content is in the key."""
 PREPARE_FIELDS = ("tasks", "task_suite", "descriptions", "min_examples", "sft_max_train", "sft_max_tokens")
 """The TrainConfig fields the cached part of prepare_sft reads (the seed and val_families only divide it)."""
 
@@ -241,7 +241,7 @@ def _tokenizer_stamp(resident) -> dict:
 def cache_key(cfg, resident, encoder_name: str) -> str:
     """A hash of every input of the cached part of prepare_sft: the descriptions file's content, the suite
     (`_suite_stamp`), the split file's content (BIG-bench), the tokenizer, the encoder's name, the
-    TrainConfig fields in PREPARE_FIELDS and CACHE_VERSION."""
+    TrainConfig fields in PREPARE_FIELDS, the code in CODE_FILES and CACHE_VERSION."""
     from hypergen.tasks.descriptions import DEFAULT_PATH
     from hypergen.tasks.split import DEFAULT_PATH as SPLIT_PATH
 
