@@ -88,12 +88,13 @@ def test_lookup_order_and_the_default_generator(where, monkeypatch):
         (root / name).mkdir(parents=True)
         (root / name / "generator.json").write_text("{}")
 
-    assert api.checkpoint_path("sg") is None and api.default_generator() == api.FALLBACK_GENERATOR
-    make(where["shipped"], "sg")
-    assert api.checkpoint_path("sg") == where["shipped"] / "sg" and api.default_generator() == "sg"
-    make(where["user"], "sg")
-    assert api.checkpoint_path("sg") == where["user"] / "sg"
-    assert api.checkpoint_path("sg", "/some/folder") == __import__("pathlib").Path("/some/folder")
+    d = api.DEFAULT_GENERATOR
+    assert api.checkpoint_path(d) is None and api.default_generator() == api.FALLBACK_GENERATOR
+    make(where["shipped"], d)
+    assert api.checkpoint_path(d) == where["shipped"] / d and api.default_generator() == d
+    make(where["user"], d)
+    assert api.checkpoint_path(d) == where["user"] / d
+    assert api.checkpoint_path(d, "/some/folder") == __import__("pathlib").Path("/some/folder")
     monkeypatch.setenv("HYPERGEN_GENERATORS", str(where["home"] / "no-such-folder"))
     with pytest.raises(HypergenError, match="HYPERGEN_GENERATORS=.* is not a folder"):
         api.checkpoint_path("abmll")
@@ -137,4 +138,34 @@ def test_an_installed_copy_says_where_the_zoo_is_expected(where, monkeypatch, ti
 def test_generate_says_when_the_default_falls_back_to_a_baseline(where, tiny_zoo):
     res = api.generate(ANTONYM, activate=False, zoo_path=str(tiny_zoo.root), encoder_name="fake")
     assert res.generator == api.FALLBACK_GENERATOR and res.checkpoint is None
-    assert any("No trained sg checkpoint" in w and "HYPERGEN_GENERATORS" in w for w in res.warnings)
+    assert any(f"No trained {api.DEFAULT_GENERATOR} checkpoint" in w and "HYPERGEN_GENERATORS" in w for w in res.warnings)
+
+
+def test_a_packed_generator_loads_as_the_fp16_one_within_int8_rounding(tmp_path, tiny_zoo, monkeypatch):
+    """`hypergen generator-pack`: large matrices in int8 per row (half the bytes), the rest as it was;
+    the copy loads through the same lookup and its tensors are the source's within half a quantisation step."""
+    from safetensors import safe_open
+
+    from hypergen.generators import build, checkpoint, load_generator
+
+    monkeypatch.setattr(checkpoint, "PACK_MIN", 64)  # the tiny model's matrices are small
+    bank = api.bank(str(tiny_zoo.root), "fake")
+    torch.manual_seed(0)
+    build("t2l", bank).save(tmp_path / "fp16")
+    r = cli("generator-pack", tmp_path / "fp16", tmp_path / "q8")
+    assert r.exit_code == 0, r.output
+    with safe_open(str(tmp_path / "q8" / checkpoint.WEIGHTS_FILE), "pt") as f:
+        packed = [k for k in f.keys() if k.endswith(checkpoint.Q8)]
+        assert packed and all(f.get_tensor(k).dtype == torch.int8 for k in packed)
+    assert (tmp_path / "q8" / checkpoint.WEIGHTS_FILE).stat().st_size < 0.7 * (tmp_path / "fp16" / checkpoint.WEIGHTS_FILE).stat().st_size
+    src, got = (load_generator(tmp_path / d, bank, family="t2l").state_dict() for d in ("fp16", "q8"))
+    assert src.keys() == got.keys()
+    for k in packed:
+        name = k[: -len(checkpoint.Q8)]
+        step = src[name].abs().amax(1, keepdim=True) / 127
+        assert ((got[name] - src[name]).abs() <= 0.5 * step + 1e-3 * step + 1e-6).all(), name
+    assert all(torch.equal(got[k], src[k]) for k in src if k + checkpoint.Q8 not in packed)
+    again = cli("generator-pack", tmp_path / "fp16", tmp_path / "q8")
+    assert again.exit_code != 0 and "not empty" in again.output
+    nothing = cli("generator-pack", tmp_path, tmp_path / "other")
+    assert nothing.exit_code != 0 and "not a generator checkpoint" in nothing.output

@@ -16,7 +16,7 @@ A new family is one file that subclasses Generator and calls register_generator;
 
 from hypergen.generators.bank import ExpertBank
 from hypergen.generators.base import OUT_OF_RANGE, Generator, GeneratorConfig
-from hypergen.generators.checkpoint import TRAINING_FILE, load_generator, save_generator
+from hypergen.generators.checkpoint import TRAINING_FILE, load_generator, pack_generator, save_generator
 from hypergen.generators.layout import Layout
 from hypergen.generators.registry import build, get_family, register_generator, registered, unregister_generator
 from hypergen.generators.results import GenerationResult, Neighbor, Sampled
@@ -31,5 +31,5 @@ from hypergen.generators import t2l  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "OUT_OF_RANGE", "TRAINING_FILE", "ExpertBank", "GenerationResult", "Generator", "GeneratorConfig", "Layout", "Neighbor", "Sampled",
-    "build", "get_family", "load_generator", "register_generator", "registered", "save_generator", "unregister_generator",
+    "build", "get_family", "load_generator", "pack_generator", "register_generator", "registered", "save_generator", "unregister_generator",
 ]

@@ -1,5 +1,7 @@
 """Generator checkpoints: generator.json (family, config, layout, base, encoder, experts) beside
 generator.safetensors (fp16 learned tensors) and training.safetensors (training-only tensors, not shipped).
+A packed checkpoint (pack_generator, for shipping) stores its large matrices as int8 per-row absmax
+(NAME.q8 + NAME.q8scale in float32, hypergen.quant) and loads as the fp16 one does.
 
 The bank is never saved: it is rebuilt from the zoo at load time, so a checkpoint only loads on a bank
 with the same LoRA layout, base model and text encoder as the one it was trained on.
@@ -18,6 +20,9 @@ from hypergen.generators.registry import get_family
 from hypergen.identity import require_same_base
 
 TRAINING_FILE = "training.safetensors"  # training-only tensors (not shipped)
+WEIGHTS_FILE = "generator.safetensors"
+Q8, Q8_SCALE = ".q8", ".q8scale"  # a packed tensor NAME is stored as NAME.q8 (int8) and NAME.q8scale (float32 per row)
+PACK_MIN = 2**16  # matrices with fewer entries stay fp16 (norms, biases, embeddings: small, and touchy)
 
 
 def save_generator(gen, folder: str | Path, extra: dict | None = None) -> Path:
@@ -39,7 +44,7 @@ def save_generator(gen, folder: str | Path, extra: dict | None = None) -> Path:
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous().cpu() for k, v in gen.state_for_save().items()}
     train_only = {k: v for k, v in state.items() if k.startswith(gen.training_only)} if gen.training_only else {}
     if state:
-        save_file({k: v for k, v in state.items() if k not in train_only}, str(folder / "generator.safetensors"))
+        save_file({k: v for k, v in state.items() if k not in train_only}, str(folder / WEIGHTS_FILE))
     if train_only:
         save_file(train_only, str(folder / TRAINING_FILE))
     (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -77,9 +82,9 @@ def load_generator(folder: str | Path, bank, *, family: str | None = None, base_
         raise HypergenError(f"Generator {folder} was trained on a zoo with another LoRA layout than the zoo at {bank.meta.get('zoo')}.")
     gen = cls(cls.Config.from_dict(meta["config"]), bank)
     gen.checkpoint = folder
-    wfile = folder / "generator.safetensors"
+    wfile = folder / WEIGHTS_FILE
     if wfile.is_file():
-        state = load_file(str(wfile))
+        state = _unpacked(load_file(str(wfile)))
         tfile = folder / TRAINING_FILE
         if tfile.is_file():
             state.update(load_file(str(tfile)))
@@ -92,3 +97,43 @@ def load_generator(folder: str | Path, bank, *, family: str | None = None, base_
         if missing or unexpected:
             raise HypergenError(f"Generator {folder} does not match the {meta['family']} family's parameters (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     return gen
+
+
+def _unpacked(state: dict) -> dict:
+    """A packed checkpoint's int8 matrices back in float (a plain one is returned as it is)."""
+    from hypergen.quant import dequantize_rows
+
+    out = {k: v for k, v in state.items() if not k.endswith((Q8, Q8_SCALE))}
+    for k in state:
+        if k.endswith(Q8):
+            name = k[: -len(Q8)]
+            out[name] = dequantize_rows(state[k], state[name + Q8_SCALE])
+    return out
+
+
+def pack_generator(source: str | Path, dest: str | Path) -> Path:
+    """A compact copy of a generator checkpoint for shipping: its matrices of >= PACK_MIN entries in int8
+    per-row absmax (half of fp16), the rest fp16; generator.json and train.json copied, training-only
+    tensors left out. Nothing is loaded but the tensors: the copy loads wherever the source does."""
+    from safetensors.torch import load_file, save_file
+
+    from hypergen.quant import quantize_rows
+
+    source, dest = Path(source), Path(dest)
+    if not (source / "generator.json").is_file():
+        raise HypergenError(f"{source} is not a generator checkpoint (no generator.json).")
+    if dest.exists() and any(dest.iterdir()):
+        raise HypergenError(f"{dest} exists and is not empty: pack into a new folder.")
+    state, packed = load_file(str(source / WEIGHTS_FILE)), {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.dim() == 2 and v.numel() >= PACK_MIN:
+            packed[k + Q8], packed[k + Q8_SCALE] = quantize_rows(v, scale_dtype=torch.float32)
+        else:
+            packed[k] = v.to(torch.float16) if v.is_floating_point() else v
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(packed, str(dest / WEIGHTS_FILE))
+    meta = json.loads((source / "generator.json").read_text())
+    (dest / "generator.json").write_text(json.dumps({**meta, "packed": "int8"}, indent=2))
+    if (source / "train.json").is_file():
+        (dest / "train.json").write_text((source / "train.json").read_text())
+    return dest

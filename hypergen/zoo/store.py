@@ -30,6 +30,7 @@ import torch
 from hypergen.errors import HypergenError
 from hypergen.lora import LoraWeights
 from hypergen.paths import atomic_folder
+from hypergen.quant import dequantize_rows, quantize_rows
 
 MANIFEST = "manifest.json"
 Q8 = "adapter_q8.safetensors"  # shipped zoos: int8 per-row absmax (0.5 MB an expert instead of 0.9 in fp16)
@@ -301,10 +302,7 @@ def _save_final(w: LoraWeights, folder: Path, dtype) -> None:
     tensors = {}
     for p, (a, b) in w.modules.items():
         for k, t in (("A", a), ("B", b)):
-            t = t.float()
-            scale = t.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127  # (rows, 1)
-            tensors[f"{p}.{k}.q"] = torch.round(t / scale).to(torch.int8).contiguous()
-            tensors[f"{p}.{k}.scale"] = scale.to(torch.float16).contiguous()
+            tensors[f"{p}.{k}.q"], tensors[f"{p}.{k}.scale"] = quantize_rows(t)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / Q8))
     w.save_config(folder)
@@ -319,5 +317,5 @@ def _load_q8(folder: Path) -> LoraWeights:
     from hypergen.lora import _natural_key
 
     paths = sorted({k.rsplit(".", 2)[0] for k in t}, key=_natural_key)
-    mods = {p: tuple(t[f"{p}.{k}.q"].float() * t[f"{p}.{k}.scale"].float() for k in ("A", "B")) for p in paths}
+    mods = {p: tuple(dequantize_rows(t[f"{p}.{k}.q"], t[f"{p}.{k}.scale"]) for k in ("A", "B")) for p in paths}
     return LoraWeights(mods, float(cfg.lora_alpha), cfg.base_model_name_or_path or "")
