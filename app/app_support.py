@@ -101,13 +101,14 @@ class SessionAdapters:
         with self.lock:
             self._ensure(slot, weights)
 
-    def answer(self, slot: str, weights, texts: Sequence[str], max_new_tokens: int = 32) -> tuple[list[str], list[str]]:
-        """(base answers, adapted answers) for `texts`, in one mixed batch routed per row."""
+    def answer(self, slot: str, weights, texts: Sequence[str], max_new_tokens: int = 32, description: str | None = None) -> tuple[list[str], list[str]]:
+        """(base answers, adapted answers) for `texts`, in one mixed batch routed per row. description: in
+        both prompts (the base with it is what the adapter must beat)."""
         texts = list(texts)
         n = len(texts)
         with self.lock:
             self._ensure(slot, weights)
-            out = self.model.answer(texts + texts, adapter_names=[None] * n + [slot] * n, max_new_tokens=max_new_tokens)
+            out = self.model.answer(texts + texts, description=description, adapter_names=[None] * n + [slot] * n, max_new_tokens=max_new_tokens)
         return out[:n], out[n:]
 
     def score(self, slot: str | None, weights, texts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:

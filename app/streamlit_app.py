@@ -58,12 +58,14 @@ def within_limits(texts: list[str]) -> bool:
     return problem == ""  # None: the check itself failed, and call() has shown why
 
 
-def answer(texts: list[str], max_new_tokens: int):
+def answer(texts: list[str], max_new_tokens: int, prompt_description: bool):
     res = state.result
+    desc = res.description if prompt_description else None
     with st.spinner("Answering with the base model and with the adapter..."):
-        out = call("Answering", lambda: sessions(SETTINGS.base, SETTINGS.device).answer(state.slot, res.weights, texts, max_new_tokens))
+        out = call("Answering", lambda: sessions(SETTINGS.base, SETTINGS.device).answer(state.slot, res.weights, texts, max_new_tokens, description=desc))
     base, adapted = ([a or "(empty)" for a in col] for col in out) if out else ([], [])
-    state.answers = pd.DataFrame({"base": base, "adapted": adapted}, index=pd.Index(texts, name="input")) if out else None
+    cols = ("base + description", "adapted + description") if desc else ("base", "adapted")
+    state.answers = pd.DataFrame(dict(zip(cols, (base, adapted))), index=pd.Index(texts, name="input")) if out else None
 
 
 def show(res):
@@ -99,6 +101,8 @@ with st.sidebar:
     generator = st.selectbox("Generator", names, index=names.index(DEFAULT) if DEFAULT in names else 0, help="Trained families need their checkpoint; baselines work on any zoo.")
     samples = st.number_input("Samples", 1, 16, 1, help="More than one: the adapter is their mean and their spread is the uncertainty.")
     max_new_tokens = st.slider("Max new tokens", 4, 256, 32)
+    prompt_description = st.checkbox("Description in the prompt too", api.DEFAULT_PROMPT_DESCRIPTION,
+                                     help="Answer with the description in the prompt as well as in the adapter (the default is the mode the held-out evaluation picked).")
     zoo = SETTINGS.zoo or call("Finding the zoo", api.default_zoo_path)
     st.caption(f"zoo: {zoo}  \nbase: {base_name(SETTINGS.base)}  \nencoder: {SETTINGS.encoder}")
 
@@ -123,7 +127,7 @@ if state.result is not None:
     show(state.result)
     if not blocked and (clicked_answer or (clicked_generate and inputs)):
         if inputs:
-            answer(inputs, max_new_tokens)
+            answer(inputs, max_new_tokens, prompt_description)
         else:
             st.info("Type one or more inputs, one per line, to compare the base model's answers with the adapted ones.")
     if state.answers is not None:

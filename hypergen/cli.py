@@ -204,11 +204,24 @@ def generators_list(as_json: JSON = False):
     """The registered generator families."""
     from hypergen.generators import get_family
 
-    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == api.default_generator()} for n in api.list_generators()]
+    # prompt_description: the default mode (the description in the prompt too), on the default's row
+    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == api.default_generator(),
+             **({"prompt_description": api.DEFAULT_PROMPT_DESCRIPTION} if n == api.default_generator() else {})} for n in api.list_generators()]
     if as_json:
         return _print_json(rows)
+    mode = ", answers with the description in the prompt too" if api.DEFAULT_PROMPT_DESCRIPTION else ""
     for r in rows:
-        typer.echo(f"{r['name']:10} {'trained' if r['trainable'] else 'baseline'}{'  (default)' if r['default'] else ''}")
+        typer.echo(f"{r['name']:10} {'trained' if r['trainable'] else 'baseline'}{f'  (default{mode})' if r['default'] else ''}")
+
+
+@app.command("generator-pack")
+@_friendly
+def generator_pack(
+    source: Annotated[str, typer.Argument(help="A trained generator folder (generator.json + generator.safetensors).")],
+    dest: Annotated[str, typer.Argument(help="Where to write the compact int8 copy (e.g. generators/t2l).")],
+):
+    """Copy a trained generator into a compact one for shipping (int8 matrices, no training-only tensors)."""
+    typer.echo(str(api.pack_generator(source, dest)))
 
 
 @app.command()

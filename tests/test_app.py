@@ -93,7 +93,8 @@ def test_download_is_a_loadable_peft_folder(app, tmp_path):
 
 
 def test_inputs_give_base_and_adapted_answers_side_by_side(app):
-    at = submit(app, ANTONYM, "hot\nbig\n\n")
+    assert app.checkbox[0].value is api.DEFAULT_PROMPT_DESCRIPTION  # the evaluation's default mode
+    at = submit(app.checkbox[0].uncheck().run(), ANTONYM, "hot\nbig\n\n")
     clean(at)
     table = at.table[0].value
     assert list(table.columns) == ["base", "adapted"] and list(table.index) == ["hot", "big"]
@@ -101,6 +102,20 @@ def test_inputs_give_base_and_adapted_answers_side_by_side(app):
     at = submit(at, ANTONYM, "up", button="Answer inputs")
     clean(at)
     assert list(at.table[0].value.index) == ["up"]
+
+
+def test_the_description_in_the_prompt_goes_to_both_columns(app, monkeypatch):
+    seen = []
+    real = SessionAdapters.answer
+
+    def spy(self, slot, weights, texts, max_new_tokens=32, description=None):
+        seen.append(description)
+        return real(self, slot, weights, texts, max_new_tokens, description=description)
+
+    monkeypatch.setattr(SessionAdapters, "answer", spy)
+    at = submit(app.checkbox[0].check().run(), ANTONYM, "hot")
+    clean(at)
+    assert list(at.table[0].value.columns) == ["base + description", "adapted + description"] and seen == [ANTONYM]
 
 
 def test_empty_description_is_an_inline_message(app):

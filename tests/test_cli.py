@@ -175,3 +175,16 @@ def test_docstring_fields():
     of these. e: `a: not a field` stays in e's text.
     """
     assert docstring_fields(doc, ["a", "b", "c_d", "e", "f"]) == {"a": "the first (default: none).", "b": "both of these.", "c_d": "both of these.", "e": "`a: not a field` stays in e's text."}
+
+
+def test_generators_lists_the_families_and_the_default_mode(monkeypatch):
+    from hypergen import api
+
+    monkeypatch.setattr(api, "DEFAULT_GENERATOR", "mix")
+    for mode in (True, False):
+        monkeypatch.setattr(api, "DEFAULT_PROMPT_DESCRIPTION", mode)
+        rows = json.loads(run("generators", "--json").stdout)
+        assert {r["name"] for r in rows} == set(api.list_generators())
+        assert [(r["name"], r["prompt_description"]) for r in rows if r["default"]] == [("mix", mode)]
+        text = run("generators").stdout
+        assert ("(default, answers with the description in the prompt too)" in text) is mode and "(default" in text

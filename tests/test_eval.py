@@ -147,35 +147,39 @@ def test_calibration_compares_abmll_samples_and_resumes_from_its_cache(tiny_zoo,
 
 
 def test_bar_checks_the_best_family_against_the_targets():
+    """Issue 17's bar, family-weighted, for the best learned family in its better mode; the default is the
+    best generator-and-mode whose own description beats gibberish by >= 0.03 (family-weighted main)."""
     from types import SimpleNamespace
 
     from hypergen.eval.stats import bar
     from hypergen.eval.report import report_markdown
 
-    def m(main, rouge, **kw):
-        return {"tasks": 2, "main": main, "rougeL": rouge, **kw}
+    def m(main, **kw):
+        return {"tasks": 2, "main": main - 0.1, "main_family": main, **kw}  # the family-weighted score decides
 
     summary = {
         "split": "heldout", "suite": "x", "tasks": 2, "seeds": 1, "instances": 3, "calibration": {},
-        "methods": {"base": m(0.2, 0.1), "multitask": m(0.3, 0.3), "nearest": m(0.5, 0.4),
-                    "sg": m(0.45, 0.35, main_vs_multitask=0.15, rougeL_vs_multitask=0.05, main_oracle_gap_closed=0.4),
-                    "icm": m(0.4, 0.5, main_vs_multitask=0.1, rougeL_vs_multitask=0.2, main_oracle_gap_closed=0.3)},
-        "controls": {"sg": {"aligned_minus_gibberish": 0.01, "rougeL_aligned_minus_gibberish": 0.1}},
+        "methods": {"base": m(0.2), "base_desc": m(0.35), "mtlora": m(0.3), "mtlora+desc": m(0.38), "nearest": m(0.5),
+                    "sg": m(0.45, main_family_oracle_gap_closed=0.4), "icm": m(0.4), "sg+desc": m(0.42, main_family_oracle_gap_closed=0.3)},
+        "controls": {"sg": {"aligned_minus_gibberish_family": 0.05, "aligned_minus_other_family": 0.01},
+                     "sg+desc": {"aligned_minus_gibberish_family": 0.2}, "icm": {"aligned_minus_gibberish_family": 0.01}},
     }
     b = bar(summary)
-    assert b["best_family"] == "sg" and b["best_method"] == "nearest"  # by the main metric
-    assert b["uses_description"] == ["sg"] and b["default"] == "sg"  # nearest has no control: not shown to use its description
+    assert b["best_family"] == "sg" and b["best_method"] == "nearest"  # by the family-weighted main score
+    assert b["uses_description"] == ["sg", "sg+desc"] and b["default"] == "sg"  # nearest has no control; icm's is too small
     got = {c["check"]: (round(c["value"], 6), c["met"]) for c in b["checks"]}
-    assert got["ROUGE-L minus multitask"] == (0.05, True) and got["main minus nearest"] == (-0.05, False)
-    assert got["oracle gap closed (main)"] == (0.4, False) and got["main minus gibberish control"] == (0.01, False)
-    assert got["ROUGE-L minus gibberish control"] == (0.1, True)
+    assert got == {"main minus other task's description": (0.01, False), "main minus gibberish description": (0.05, True),
+                   "main minus base_desc": (0.1, True), "main minus fair multi-task LoRA (mtlora)": (0.15, True), "oracle gap closed (main)": (0.4, False)}
     summary["bar"] = b
     text = report_markdown(summary, SimpleNamespace(suite="x", split="heldout", instances=3, seeds=1, out="o"))
-    assert "| main minus nearest | -0.050 | >= 0.00 | no (short by 0.050) |" in text and "**nearest**" in text
-    assert not any("share of the oracle" in c["check"] for c in b["checks"])  # held-out tasks: measured as the gap closed
-    seen = {**summary, "split": "seen", "methods": {**summary["methods"], "oracle": m(0.5, 0.5)}}
+    assert "| main minus other task's description | 0.010 | >= 0.03 | no (short by 0.020) |" in text and "**sg**" in text
+    prompted = bar({**summary, "methods": {**summary["methods"], "sg+desc": m(0.6)}})  # +desc the better mode: judged and picked with its own mtlora mode
+    assert prompted["best_family"] == prompted["default"] == "sg+desc"
+    checks = {c["check"]: c["value"] for c in prompted["checks"]}
+    assert round(checks["main minus fair multi-task LoRA (mtlora+desc)"], 6) == 0.22 and checks["main minus other task's description"] is None  # not scored
+    seen = {**summary, "split": "seen", "methods": {**summary["methods"], "oracle": m(0.5)}}
     share = [c for c in bar(seen)["checks"] if c["check"].startswith("share of the oracle")]
-    assert [(round(c["value"], 6), c["met"]) for c in share] == [(0.9, False)]  # sg 0.45 of the oracle's 0.5
+    assert [(round(c["value"], 6), c["met"]) for c in share] == [(0.875, False)]  # sg's task-weighted 0.35 of the oracle's 0.4
     blind = bar({**seen, "controls": {}})  # no controls scored: no method is shown to use its description
     assert blind["default"] is None and "picks no default generator" in report_markdown({**seen, "bar": blind}, SimpleNamespace(suite="x", split="seen", instances=3, seeds=1, out="o"))
 

@@ -47,8 +47,9 @@ def test_a_changed_instance_count_scores_new_rows_instead_of_reusing_old_ones(ti
 def test_a_results_folder_without_row_keys_is_refused_with_how_to_start_fresh(tiny_zoo, tiny_path, tmp_path):
     out = tmp_path / "old"
     out.mkdir()
-    committed = (REPO_ROOT / "docs" / "results" / "heldout" / "results.jsonl").read_text().splitlines()[0]  # written before keys
-    (out / "results.jsonl").write_text(committed + "\n")
+    # a row as the evaluation wrote them before keys (docs/results/heldout until 2026-11-30)
+    old = {"task": "anachronisms", "method": "base", "seed": 0, "rougeL": 0.0, "exact_match": 0.0, "accuracy": 0.478, "n": 46, "main": 0.478, "multiple_choice": True}
+    (out / "results.jsonl").write_text(json.dumps(old) + "\n")
     r = run(tiny_zoo, tiny_path, out, "--methods", "base")
     assert r.exit_code == 1 and "older hypergen" in r.stderr and "another --out" in r.stderr and "delete" in r.stderr
 

@@ -152,9 +152,14 @@ def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     model = api.resident(common["base"], "cpu")
     asked, real_answer = [], model.answer
     monkeypatch.setattr(model, "answer", lambda texts, **kw: asked.append((model.active, kw.get("description"))) or real_answer(texts, **kw))
-    api.generate(ANTONYM, "mix", inputs=["hot"], max_new_tokens=3, **common)
+    for default in (False, True):  # the evaluation's default mode, unless told
+        monkeypatch.setattr(api, "DEFAULT_PROMPT_DESCRIPTION", default)
+        api.generate(ANTONYM, "mix", inputs=["hot"], max_new_tokens=3, **common)
+    api.generate(ANTONYM, "mix", inputs=["hot"], max_new_tokens=3, prompt_description=False, **common)
+    monkeypatch.setattr(api, "DEFAULT_PROMPT_DESCRIPTION", False)
     api.generate(ANTONYM, "mix", inputs=["hot"], max_new_tokens=3, prompt_description=True, **common)
-    assert asked == [("generated", None), ("generated", ANTONYM)]  # --prompt-description: adapter and description
+    # --prompt-description: adapter and description
+    assert asked == [("generated", None), ("generated", ANTONYM), ("generated", None), ("generated", ANTONYM)]
     with pytest.raises(HypergenError, match="Empty description"):
         api.generate("   ", "mix", **common)
     long = api.generate("word " * 2000, "nearest", activate=False, **{k: v for k, v in common.items() if k != "base"})

@@ -143,7 +143,9 @@ def test_the_issue_bar_judges_a_generator_not_the_baseline():
         return {"tasks": 2, "main": main, "rougeL": rouge, **kw}
 
     summary = {"split": "heldout", "methods": {"base": m(0.2, 0.1), "multitask": m(0.3, 0.3), "nearest": m(0.4, 0.4), "sg": m(0.45, 0.35), "mtlora": m(0.5, 0.5)},
-               "controls": {"sg": {"aligned_minus_gibberish": 0.01, "rougeL_aligned_minus_gibberish": 0.1}}}
+               "controls": {"sg": {"aligned_minus_gibberish": 0.01, "aligned_minus_gibberish_family": 0.1}}}
     b = bar(summary)
     assert (b["best_family"], b["best_method"], b["default"]) == ("sg", "mtlora", "sg")
     assert bar({**summary, "methods": {k: v for k, v in summary["methods"].items() if k != "sg"}}) == {}  # no generator scored
+    blind = bar({**summary, "controls": {"sg": {"aligned_minus_gibberish_family": 0.0}}})  # no mode clears the control
+    assert blind["uses_description"] == [] and blind["default"] == "sg"  # still a family that takes the description, not mtlora

@@ -24,6 +24,18 @@ def test_the_shipped_artifacts_are_there():
     assert {"sg", "icm", "abmll"} <= set(SHIPPED_GENERATORS), f"generators/*/generator.json found: {SHIPPED_GENERATORS}"
 
 
+def test_the_default_generator_and_mode_are_the_heldout_evaluations_pick():
+    """api's defaults (CLI, API and app) are what the published held-out evaluation picked (its summary's
+    bar.default: the best generator-and-mode whose own description beats gibberish), and that generator ships."""
+    from hypergen import api
+    from hypergen.eval.methods import Method
+    from hypergen.generators import get_family
+
+    summary = json.loads((REPO_ROOT / "docs" / "results" / "heldout" / "results.json").read_text())["summary"]
+    assert summary["bar"]["default"] == str(Method(api.DEFAULT_GENERATOR, api.DEFAULT_PROMPT_DESCRIPTION))
+    assert api.DEFAULT_GENERATOR in SHIPPED_GENERATORS or not get_family(api.DEFAULT_GENERATOR).trainable
+
+
 def test_shipped_artifacts_fit_the_budget():
     from hypergen.generators import TRAINING_FILE
 

@@ -97,8 +97,10 @@ class Method:
 
     @property
     def controlled(self) -> bool:
-        """The eval adds this method's control rows: its adapter depends on the description it is given."""
-        return self.control is None and not self.prompt_description and self.family is not None and self.family.uses_description
+        """The eval adds this method's control rows: its adapter depends on the description it is given (with
+        +desc the prompt keeps the task's own description and only the adapter's is swapped: what the
+        adapter adds beyond the prompt)."""
+        return self.control is None and self.family is not None and self.family.uses_description
 
     def controls(self) -> list[Method]:
         return [Method(self.name, self.prompt_description, c) for c in CONTROLS]

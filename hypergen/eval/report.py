@@ -150,10 +150,12 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
                 lines.append(f"| {m} | {_fmt(c['ece'])} | {_fmt(c['brier'])} | {_fmt(c.get('accuracy'))} | {_fmt(c.get('entropy'))} | {_fmt(c.get('mutual_information'), 4)} | {c['n']} |")
     b = summary.get("bar")
     if b:
-        lines += ["", f"## The bar (issue 6), for the best generative family by the main metric: {b['best_family']}", "",
-                  f"Best selectable method by the main metric: **{b['best_method']}**. Methods that use the description "
-                  + (f"(aligned minus gibberish >= 0.03 ROUGE-L): {', '.join(b.get('uses_description', [])) or 'none'}; the best of them, "
-                     f"the default generator: **{b['default']}**." if b.get("default") else
+        lines += ["", f"## The bar (issue 17), family-weighted, for the best learned family and mode by the main metric: {b['best_family']}", "",
+                  f"Best selectable method by the main metric: **{b['best_method']}**. Generators (alone or +desc) that use the description "
+                  + ((f"(own minus gibberish description >= 0.03 main, family-weighted): {', '.join(b['uses_description'])}; the best of them, "
+                      f"the default generator and mode: **{b['default']}**." if b.get("uses_description") else
+                      f"(own minus gibberish description >= 0.03 main, family-weighted): none; the default generator and mode is the best "
+                      f"of the families that take the description: **{b['default']}**.") if b.get("default") else
                      "are not known from this run: it scored no controls, so it picks no default generator."), "",
                   "| check | value | target | met |", "|---|---:|---:|---|"]
         for c in b["checks"]:
