@@ -204,9 +204,10 @@ def generators_list(as_json: JSON = False):
     """The registered generator families."""
     from hypergen.generators import get_family
 
+    default = api.default_generator()  # looks for checkpoints on disk: once
     # prompt_description: the default mode (the description in the prompt too), on the default's row
-    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == api.default_generator(),
-             **({"prompt_description": api.DEFAULT_PROMPT_DESCRIPTION} if n == api.default_generator() else {})} for n in api.list_generators()]
+    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == default,
+             **({"prompt_description": api.DEFAULT_PROMPT_DESCRIPTION} if n == default else {})} for n in api.list_generators()]
     if as_json:
         return _print_json(rows)
     mode = ", answers with the description in the prompt too" if api.DEFAULT_PROMPT_DESCRIPTION else ""

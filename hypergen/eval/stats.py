@@ -158,8 +158,9 @@ def bar(summary: dict) -> dict:
         return e.get("main_family", e.get("main"))
 
     modes = [m for name in registered() for m in (name, name + PROMPTED) if score(m) is not None]
+    family = {m: registered()[Method.parse(m).name] for m in modes}
     # the learned families that map a description to an adapter (mtlora learns one LoRA for all: a baseline)
-    fams = [m for m in modes if registered()[Method.parse(m).name].trainable and registered()[Method.parse(m).name].uses_description]
+    fams = [m for m in modes if family[m].trainable and family[m].uses_description]
     if not fams:
         return {}
     best = max(fams, key=score)
@@ -185,7 +186,7 @@ def bar(summary: dict) -> dict:
     top = max(modes, key=score)
     # when no mode clears the control: the best of the families built to use the description, never a
     # description-blind one (mtlora, multitask)
-    takers = [m for m in modes if registered()[Method.parse(m).name].uses_description]
+    takers = [m for m in modes if family[m].uses_description]
     default = max(uses or takers or modes, key=score)
     if not controls:  # without controls nothing shows which methods use the description
         default = None
