@@ -25,6 +25,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 BASE = "__base__"  # peft's name for "no adapter" in per-row adapter_names
 CANDIDATE_TOKENS_PER_ROW = 128  # answer_and_score: a batch's memory, in candidate-token logits, per row of batch_size
+SHARED_MIN = 4  # answer_and_score: the fewest common first tokens worth a shared prefix cache
 
 
 def machine() -> str:
@@ -343,6 +344,10 @@ class ResidentModel:
         batch_size rows and the memory of CANDIDATE_TOKENS_PER_ROW * batch_size padded candidate tokens'
         logits (~0.4 MB a token with SmolLM2's vocabulary), counting the prompt's KV cache that each
         candidate gets a copy of (_kv_per_logit), so many or long options, or long prompts, take fewer rows.
+        Rows with the same adapter and description share their prompts' common start (the chat template's
+        system turn, the description, a task's own prefix): its KV cache is computed once per such group
+        (_shared_prefixes) and each row prefills only the rest (1.15x on an evaluation's scoring, whose
+        prompts are short: docs/benchmarks.md).
         max_new_tokens=0: no answers (None); a row may have no candidates."""
         n = len(texts)
         descriptions = [None] * n if descriptions is None else list(descriptions)
@@ -354,15 +359,63 @@ class ResidentModel:
         items = [(self.tokenizer(p, add_special_tokens=False)["input_ids"], [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in cands]) for p, cands in zip(prompts, candidates)]
         answers: list = [None] * n
         scores: list = [None] * n
-        for idx in _batches(items, batch_size, CANDIDATE_TOKENS_PER_ROW * batch_size, self._kv_per_logit()):
+        groups = [(id(adapters[k]) if adapters is not None else None, descriptions[k]) for k in range(n)]
+        shared = _shared_prefixes([p for p, _ in items], groups)
+        prefix = self._prefix_caches(items, groups, shared, adapters, batch_size)
+        rest = [len(p) - shared[k] for k, (p, _) in enumerate(items)]
+        for idx in _batches(items, batch_size, CANDIDATE_TOKENS_PER_ROW * batch_size, self._kv_per_logit(), order=rest):
             lora = self._stack([adapters[k] for k in idx]) if adapters is not None else None
-            got, new = self._loglik_batch([items[k] for k in idx], None, lora, decode=max_new_tokens)
+            pre = [(prefix[groups[k]], shared[k]) if shared[k] else None for k in idx]
+            got, new = self._loglik_batch([items[k] for k in idx], None, lora, decode=max_new_tokens, prefix=pre)
             for j, k in enumerate(idx):
                 scores[k] = got[j]
             if new is not None:
                 for k, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
                     answers[k] = text.strip()
         return (answers if max_new_tokens else None), scores
+
+    def _prefix_caches(self, items, groups, shared, adapters, batch_size: int) -> dict:
+        """group -> its shared prefix's KV cache per layer [(keys, values)], each (1, heads, length, dim):
+        the groups' prefixes run together, each under its adapter, batch_size at a time."""
+        first = {}  # group -> a row of it with a shared prefix
+        for k, g in enumerate(groups):
+            if shared[k]:
+                first.setdefault(g, k)
+        out, todo = {}, list(first.items())
+        model = self.forward_model()
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            ids = [items[k][0][: shared[k]] for _, k in chunk]
+            P = max(map(len, ids))
+            p_ids = torch.full((len(ids), P), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(ids), P), dtype=torch.long)
+            for b, x in enumerate(ids):
+                p_ids[b, P - len(x) :], mask[b, P - len(x) :] = torch.tensor(x), 1
+            lora = self._stack([adapters[k] for _, k in chunk]) if adapters is not None else None
+            with self._context(None, lora):
+                pos = (mask.cumsum(1) - 1).clamp_min(0)
+                cache = model(input_ids=p_ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1).past_key_values
+            for b, (g, _) in enumerate(chunk):
+                m = len(ids[b])
+                out[g] = [(layer.keys[b : b + 1, :, P - m :], layer.values[b : b + 1, :, P - m :]) for layer in cache.layers]
+        return out
+
+    @staticmethod
+    def _prefix_cache(prefix: list, Q: int):
+        """A batch's cache of Q columns: each row's prefix (from _prefix_caches) right-aligned, zeros
+        (masked) before it and in the rows that have none."""
+        from transformers import DynamicCache
+
+        some = next(p[0] for p in prefix if p is not None)
+        cache = DynamicCache()
+        for i, (k0, v0) in enumerate(some):
+            k = k0.new_zeros((len(prefix), k0.shape[1], Q, k0.shape[3]))
+            v = v0.new_zeros((len(prefix), v0.shape[1], Q, v0.shape[3]))
+            for b, p in enumerate(prefix):
+                if p is not None:
+                    k[b, :, Q - p[1] :], v[b, :, Q - p[1] :] = p[0][i][0][0], p[0][i][1][0]
+            cache.update(k, v, i)
+        return cache
 
     def _kv_per_logit(self) -> float:
         """A prompt token's KV cache over a candidate token's logits (+ log-softmax), in bytes: ~0.12 for SmolLM2."""
@@ -388,22 +441,30 @@ class ResidentModel:
             new.append(tok)
         return torch.stack(new, 1)
 
-    def _loglik_batch(self, items: list[tuple[list[int], list[list[int]]]], rows, lora=None, decode: int = 0) -> tuple[list[list[float]], torch.Tensor | None]:
+    def _loglik_batch(self, items: list[tuple[list[int], list[list[int]]]], rows, lora=None, decode: int = 0, prefix=None) -> tuple[list[list[float]], torch.Tensor | None]:
         """Candidate log-likelihoods for a batch of prompts. Each prompt runs once (left-padded, last
         position only through lm_head) and its KV cache is shared by its candidates (right-padded after
         it): options are a few tokens after a long prompt, so this is ~n_options times cheaper than
         scoring prompt+option rows, and batching prompts ~2x cheaper than one at a time on a CPU.
-        decode > 0: also up to that many greedy new tokens per prompt from the same cache (else None)."""
+        decode > 0: also up to that many greedy new tokens per prompt from the same cache (else None).
+        prefix: per row, None or (its prompt's first tokens' KV cache per layer, their count): those
+        tokens are not run again; the cache holds [left-padded prefixes | left-padded rests], the mask's
+        holes between them hide the padding."""
         B, dev = len(items), self.device
-        P = max(len(p) for p, _ in items)
+        prefix = prefix or [None] * B
+        skip = [p[1] if p is not None else 0 for p in prefix]
+        Q = max(skip)  # the cache's prefix columns
+        S = max(len(p) - s for (p, _), s in zip(items, skip))
         n = max(len(c) for _, c in items)
         T = max((len(x) for _, c in items for x in c), default=0)
         pad = self.tokenizer.pad_token_id
-        p_ids = torch.full((B, P), pad, dtype=torch.long)
-        p_mask = torch.zeros((B, P), dtype=torch.long)
-        for b, (p, _) in enumerate(items):
-            p_ids[b, P - len(p) :] = torch.tensor(p)
-            p_mask[b, P - len(p) :] = 1
+        p_ids = torch.full((B, S), pad, dtype=torch.long)
+        p_mask = torch.zeros((B, Q + S), dtype=torch.long)
+        for b, ((p, _), s) in enumerate(zip(items, skip)):
+            p_ids[b, S - (len(p) - s) :] = torch.tensor(p[s:])
+            p_mask[b, Q - s : Q] = 1
+            p_mask[b, Q + S - (len(p) - s) :] = 1
+        P = Q + S
         lens = p_mask.sum(1)
         c_ids = torch.full((B, n, T), pad, dtype=torch.long)
         c_len = torch.zeros((B, n), dtype=torch.long)
@@ -414,8 +475,9 @@ class ResidentModel:
         model = self.forward_model()
         # a RowLora's row b also serves the n candidate rows b*n .. b*n+n-1 that share its repeated cache
         with self._context(rows, lora):
-            pos = (p_mask.cumsum(1) - 1).clamp_min(0)
-            pre = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1, **self._rows(rows, B))
+            pos = (p_mask.cumsum(1) - 1).clamp_min(0)[:, Q:]
+            cache = self._prefix_cache(prefix, Q) if Q else None
+            pre = model(input_ids=p_ids.to(dev), attention_mask=p_mask.to(dev), position_ids=pos.to(dev), past_key_values=cache, use_cache=True, logits_to_keep=1, **self._rows(rows, B))
             first = torch.log_softmax(pre.logits[:, -1].float(), -1).cpu()  # (B, V): next token after each prompt
             cache = pre.past_key_values
             new = self._greedy(model, first, cache, p_mask, decode, rows) if decode else None
@@ -437,23 +499,45 @@ class ResidentModel:
         return out, new
 
 
-def _batches(items: list[tuple[list[int], list[list[int]]]], rows: int, budget: float, kv_per_logit: float = 0.0) -> list[list[int]]:
-    """Indices of items in order of prompt length, cut into batches of at most `rows` items whose
-    memory stays within `budget` candidate-token logits (at least one item a batch): each item costs its
-    batch's most candidates x (the longest candidate + the longest prompt x kv_per_logit), since every
-    candidate row holds the padded candidate's logits and a copy of the padded prompt's KV cache."""
+def _shared_prefixes(prompts: list[list[int]], groups: list) -> list[int]:
+    """Per prompt, how many of its first tokens it shares with every other prompt of its group (rows of
+    one adapter and description): their common start, at least SHARED_MIN tokens and never a whole
+    prompt (the last token must run to give the next token's logits); 0 for a group of one."""
+    members: dict = {}
+    for k, g in enumerate(groups):
+        members.setdefault(g, []).append(k)
+    out = [0] * len(prompts)
+    for ks in members.values():
+        if len(ks) < 2:
+            continue
+        first, m = prompts[ks[0]], min(len(prompts[k]) for k in ks) - 1
+        for k in ks[1:]:
+            m = next((i for i, (a, b) in enumerate(zip(first[:m], prompts[k])) if a != b), m)
+        if m >= SHARED_MIN:
+            for k in ks:
+                out[k] = m
+    return out
+
+
+def _batches(items: list[tuple[list[int], list[list[int]]]], rows: int, budget: float, kv_per_logit: float = 0.0, order: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices of items in order of prompt length (or of `order`: the prompt tokens each row still runs
+    after its shared prefix), cut into batches of at most `rows` items whose memory stays within `budget`
+    candidate-token logits (at least one item a batch): each item costs its batch's most candidates x (the
+    longest candidate + the cache's width x kv_per_logit), since every candidate row holds the padded
+    candidate's logits and a copy of the padded prompt's KV cache."""
     out: list[list[int]] = []
     cur: list[int] = []
-    n = t = 0  # the current batch's most candidates and longest candidate
-    for k in sorted(range(len(items)), key=lambda k: len(items[k][0])):
+    n = t = q = r = 0  # the current batch's most candidates, longest candidate, longest shared prefix and rest
+    rest = [len(x[0]) for x in items] if order is None else list(order)
+    for k in sorted(range(len(items)), key=lambda k: (rest[k], len(items[k][0]))):
         cands = items[k][1]
-        n2, t2 = max(n, len(cands)), max([t, *map(len, cands)])
-        p2 = len(items[k][0])  # sorted: the newest prompt is the batch's longest
-        if cur and (len(cur) == rows or (len(cur) + 1) * n2 * (t2 + p2 * kv_per_logit) > budget):
+        # the batch's cache is [longest prefix | longest rest] wide (_loglik_batch)
+        n2, t2, q2, r2 = max(n, len(cands)), max([t, *map(len, cands)]), max(q, len(items[k][0]) - rest[k]), max(r, rest[k])
+        if cur and (len(cur) == rows or (len(cur) + 1) * n2 * (t2 + (q2 + r2) * kv_per_logit) > budget):
             out.append(cur)
-            cur, n2, t2 = [], len(cands), max(map(len, cands), default=0)
+            cur, n2, t2, q2, r2 = [], len(cands), max(map(len, cands), default=0), len(items[k][0]) - rest[k], rest[k]
         cur.append(k)
-        n, t = n2, t2
+        n, t, q, r = n2, t2, q2, r2
     return out + [cur] if cur else out
 
 

@@ -22,7 +22,8 @@ def run(tiny_zoo, tiny_path, out, *extra):
 
 
 def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
-    methods = ["--methods", "base", "--methods", "base_desc", "--methods", "multitask", "--methods", "nearest", "--methods", "mix", "--methods", "oracle"]
+    methods = ["--methods", "base", "--methods", "base_desc", "--methods", "multitask", "--methods", "nearest", "--methods", "mix", "--methods", "oracle",
+               "--methods", "nearest@gibberish", "--methods", "nearest@other"]  # a retrieval baseline's controls come when named
     r = run(tiny_zoo, tiny_path, tmp_path / "res", *methods)
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
@@ -147,8 +148,9 @@ def test_calibration_compares_abmll_samples_and_resumes_from_its_cache(tiny_zoo,
 
 
 def test_bar_checks_the_best_family_against_the_targets():
-    """Issue 17's bar, family-weighted, for the best learned family in its better mode; the default is the
-    best generator-and-mode whose own description beats gibberish by >= 0.03 (family-weighted main)."""
+    """Issue 17's bar, family-weighted, for the default generator and mode; the default is the best
+    generator-and-mode whose own description beats gibberish by >= 0.03 (family-weighted main), else the
+    lowest family-weighted NLL among the modes of families that take the description."""
     from types import SimpleNamespace
 
     from hypergen.eval.stats import bar
@@ -180,6 +182,14 @@ def test_bar_checks_the_best_family_against_the_targets():
     seen = {**summary, "split": "seen", "methods": {**summary["methods"], "oracle": m(0.5)}}
     share = [c for c in bar(seen)["checks"] if c["check"].startswith("share of the oracle")]
     assert [(round(c["value"], 6), c["met"]) for c in share] == [(0.875, False)]  # sg's task-weighted 0.35 of the oracle's 0.4
+    # no mode clears its gibberish control: main scores are noise, the content metric (family NLL) picks, and the bar judges the pick
+    quiet = {**summary, "controls": {"sg": {"aligned_minus_gibberish_family": 0.01}, "icm": {"aligned_minus_gibberish_family": -0.02}},
+             "methods": {**summary["methods"], "sg": m(0.45, nll_family=2.9), "icm": m(0.4, nll_family=2.7), "sg+desc": m(0.42, nll_family=2.0),
+                         "mtlora+desc": m(0.38, nll_family=1.5), "nearest": m(0.5, nll_family=3.5)}}
+    q = bar(quiet)
+    assert q["uses_description"] == [] and q["default"] == q["best_family"] == "sg+desc" and q["by"] == "nll"  # not mtlora+desc: blind to it
+    assert {c["check"] for c in q["checks"]} >= {"main minus fair multi-task LoRA (mtlora+desc)"}
+    assert "content metric picks the default generator and mode" in report_markdown({**quiet, "bar": q}, SimpleNamespace(suite="x", split="heldout", instances=3, seeds=1, out="o"))
     blind = bar({**seen, "controls": {}})  # no controls scored: no method is shown to use its description
     assert blind["default"] is None and "picks no default generator" in report_markdown({**seen, "bar": blind}, SimpleNamespace(suite="x", split="seen", instances=3, seeds=1, out="o"))
 

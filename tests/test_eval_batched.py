@@ -75,6 +75,7 @@ def test_batched_eval_rows_are_the_one_job_at_a_time_rows(tiny_zoo, tiny_path, t
 
     out = tmp_path / "res"
     methods = ["--methods", "base", "--methods", "base_desc", "--methods", "nearest", "--methods", "mix", "--methods", "nearest+desc", "--methods", "oracle"]
+    methods += [x for m in ("nearest", "mix", "nearest+desc") for c in ("gibberish", "other") for x in ("--methods", f"{m}@{c}")]  # named: not a learned family
     r = run(tiny_zoo.root, tiny_path, out, *methods, "--long-budget", "6", "--batch-rows", "5")
     assert r.exit_code == 0, r.output
     rows = rows_of(out)
@@ -180,3 +181,51 @@ def test_long_prompts_take_fewer_rows_a_batch():
     assert [len(b) for b in _batches(long, 8, 128)] == [8]  # candidates alone: 2 x 2 tokens a row
     assert max(len(b) for b in _batches(long, 8, 128, kv_per_logit=0.12)) == 1  # + each candidate's copy of a 1000-token cache
     assert [len(b) for b in _batches(short, 8, 128, kv_per_logit=0.12)] == [8]
+
+
+def test_shared_prefixes_are_each_groups_common_start():
+    from hypergen.base import SHARED_MIN, _shared_prefixes
+
+    start = list(range(100, 100 + SHARED_MIN + 2))
+    prompts = [start + [1, 2], start + [1, 3, 4], start + [9], start + [1], start[:-1] + [7, 8]]
+    groups = ["a", "a", "a", "b", "b"]
+    assert _shared_prefixes(prompts, groups)[:3] == [len(start)] * 3  # a: up to where the third differs
+    assert _shared_prefixes(prompts, groups)[3:] == [len(start) - 1] * 2
+    assert _shared_prefixes([start + [1], start + [1]], ["a", "a"]) == [len(start)] * 2  # the last token always runs
+    assert _shared_prefixes([start, start], ["a", "b"]) == [0, 0]  # a group of one shares nothing
+    assert _shared_prefixes([start[: SHARED_MIN - 1] + [1], start[: SHARED_MIN - 1] + [2]], ["a", "a"]) == [0, 0]  # too short to bother
+
+
+def test_a_shared_prefix_runs_once_and_changes_no_score(resident, monkeypatch):
+    """Rows of one adapter and description run their common start (the system turn, the description)
+    once: fewer prompt tokens go through the model, and the answers and scores are those without it."""
+    import hypergen.base
+    from hypergen.scoring import Run, score_runs
+    from hypergen.tasks import load_suite
+
+    suite = load_suite(DEMO)
+    adapters = [None, random_lora(resident.model, seed=1, scale=0.3), random_lora(resident.model, seed=2, rank=4, scale=0.3)]
+    said = "Answer with one word: the opposite of the given word, in lower case."  # most of each prompt
+    runs = [Run(suite.get(t).instances[:4], w, d) for t in ("antonyms", "review_sentiment") for w in adapters for d in (None, said)]
+    seen = []
+    hook = resident.model.model.embed_tokens.register_forward_hook(lambda m, args, out: seen.append(args[0].numel()) if args[0].shape[1] > 1 else None)
+    try:
+        shared = score_runs(resident, runs, max_new_tokens=5, generate=True, nll=True, rows=8)
+        prefilled, seen[:] = sum(seen), []
+        monkeypatch.setattr(hypergen.base, "SHARED_MIN", 10**6)  # no prefix is long enough: every prompt runs whole
+        whole = score_runs(resident, runs, max_new_tokens=5, generate=True, nll=True, rows=8)
+    finally:
+        hook.remove()
+    assert prefilled < 0.8 * sum(seen), (prefilled, sum(seen))  # tokens of the prompt (and candidate) passes, padding included
+    for a, b in zip(shared, whole):
+        _same(a, b)
+
+
+def test_batches_follow_the_tokens_left_after_a_shared_prefix():
+    from hypergen.base import _batches
+
+    items = [([1] * 100, [[2]]), ([1] * 10, [[2]]), ([1] * 100, [[2]]), ([1] * 10, [[2]])]
+    assert _batches(items, 2, 10**6) == [[1, 3], [0, 2]]  # by whole prompts
+    assert _batches(items, 2, 10**6, order=[5, 10, 5, 10]) == [[0, 2], [1, 3]]  # by what still runs: 5 tokens after a 95-token prefix
+    # memory: a batch's cache is its longest prefix + its longest rest wide (95 + 10 here, not 100)
+    assert _batches(items, 4, 4 * 1 * (1 + 100 * 1.0), kv_per_logit=1.0, order=[5, 10, 5, 10]) == [[0, 2, 1], [3]]

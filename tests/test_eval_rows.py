@@ -225,3 +225,22 @@ def test_long_budget_scores_a_separate_column_without_touching_the_short_rows(ti
         assert e["rougeL_long_minus_short"] == pytest.approx(e["rougeL_long"] - sum(x["rougeL"] for x in short if x["method"] == m) / 2)
     assert "## ROUGE-L at a 7-token budget (seed 0)" in (out / "report.md").read_text()
     assert "--long-budget 7" in (out / "report.md").read_text()
+
+
+def test_many_options_are_cut_to_the_right_ones_and_the_same_seeded_distractors():
+    from hypergen.errors import HypergenError
+    from hypergen.eval.protocol import EvalConfig, fewer_options
+    from hypergen.tasks import Instance
+
+    options = [f"element {k}" for k in range(118)]
+    inst = Instance("Which element has atomic number 2?", ["element 7", "element 90"], options)
+    cut = fewer_options(inst, 16)
+    assert len(cut.options) == 16 and {"element 7", "element 90"} <= set(cut.options)
+    assert cut.options == sorted(cut.options, key=options.index)  # the original order
+    assert fewer_options(inst, 16).options == cut.options  # seeded by the instance: every method, every rerun
+    assert fewer_options(Instance("Another question?", inst.targets, options), 16).options != cut.options
+    assert fewer_options(inst, 0) is inst and fewer_options(Instance("q", ["a"], ["a", "b"]), 16).options == ["a", "b"]
+    assert cut.input == inst.input and cut.targets == inst.targets
+    for bad in (1, -1):
+        with pytest.raises(HypergenError, match="--max-options must be >= 2"):
+            EvalConfig(suite=DEMO, split="all", max_options=bad)

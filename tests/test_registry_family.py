@@ -77,20 +77,21 @@ def test_a_family_registered_here_generates_trains_and_is_evaluated(toy, tiny_zo
     p = tuple(res.weights.modules)[0]
     assert not torch.equal(res.weights.modules[p][0].reshape(-1), mean[: res.weights.modules[p][0].numel()])  # not the untrained mean
 
-    cfg = EvalConfig(suite=DEMO, split="all", methods=("base", toy, f"{toy}+desc"), zoo=common["zoo_path"], base=str(tiny_path), encoder="fake",
+    cfg = EvalConfig(suite=DEMO, split="all", methods=("base", toy, f"{toy}+desc", f"{toy}@other"), zoo=common["zoo_path"], base=str(tiny_path), encoder="fake",
                      device="cpu", instances=2, seeds=1, tasks=("antonyms", "review_sentiment"), out=str(tmp_path / "eval"), bootstrap=50)
     s = run(cfg, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
     # controls: it uses the description; with +desc only the adapter's description is swapped, the prompt keeps the task's
     controlled = ["toy@gibberish", "toy@other", "toy+desc@gibberish", "toy+desc@other"]
     assert {r["method"] for r in rows} == {"base", "toy", "toy+desc", *controlled}
+    assert len(rows) == 2 * 7  # a control named in methods and added by --controls is scored once
     assert all(r["key"]["generator"] != "missing" for r in rows if r["method"].startswith(toy))  # keyed on the checkpoint's content
     prompt = {r["method"]: r["key"]["descriptions"] for r in rows}
     assert prompt["toy+desc@gibberish"] != prompt["toy+desc"] and prompt["toy+desc@gibberish"] != prompt["toy@gibberish"]
     assert list(s["methods"]) == ["base", "toy", "toy+desc", *controlled]
     assert set(s["controls"]["toy"]) >= {"aligned_minus_gibberish", "aligned_minus_other", "aligned_minus_gibberish_family"}
     assert set(s["controls"]["toy+desc"]) >= {"aligned_minus_gibberish", "aligned_minus_other"}
-    assert s["bar"]["best_family"] == toy  # the only trainable family scored
+    assert s["bar"]["best_family"] == s["bar"]["default"] and s["bar"]["default"] in (toy, f"{toy}+desc")  # the only trainable family scored, in a mode
     assert toy in EvalConfig(suite=DEMO, split="all").methods  # in the default list while registered
 
 

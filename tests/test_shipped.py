@@ -26,7 +26,8 @@ def test_the_shipped_artifacts_are_there():
 
 def test_the_default_generator_and_mode_are_the_heldout_evaluations_pick():
     """api's defaults (CLI, API and app) are what the published held-out evaluation picked (its summary's
-    bar.default: the best generator-and-mode whose own description beats gibberish), and that generator ships."""
+    bar.default: the best generator-and-mode whose own description beats gibberish, else the lowest NLL among
+    those that take the description), and that generator ships."""
     from hypergen import api
     from hypergen.eval.methods import Method
     from hypergen.generators import get_family

@@ -21,6 +21,7 @@ from typing import Literal
 from hypergen.errors import HypergenError
 
 BASE, ORACLE = "base", "oracle"  # the references: no adapter, and the task's own expert
+FAIR = "mtlora"  # the fair multi-task LoRA: one adapter trained on the generators' own rows (issue 17.5)
 PROMPTED = "+desc"  # METHOD+desc = METHOD's adapter with the description in the prompt as well
 BASE_PROMPTED = "base_desc"  # the base with the description in its prompt (spelled so since issue 6)
 CONTROLS = ("gibberish", "other")
@@ -48,8 +49,14 @@ def untrained(name: str) -> bool:
 
 def default_methods() -> tuple[str, ...]:
     """What an evaluation runs when no --methods are given: every method that can run here, i.e.
-    all_methods() less the trainable families nobody has trained (t2l and mtlora ship no checkpoint)."""
-    return tuple(m for m in all_methods() if not untrained(m))
+    all_methods() less the trainable families nobody has trained (mtlora ships no checkpoint), and, when
+    the default mode puts the description in the prompt too (api.DEFAULT_PROMPT_DESCRIPTION), the default
+    generator and the fair multi-task LoRA in that mode: what issue 17's bar compares."""
+    from hypergen import api
+
+    runnable = [m for m in all_methods() if not untrained(m)]
+    prompted = [m + PROMPTED for m in (api.DEFAULT_GENERATOR, FAIR) if api.DEFAULT_PROMPT_DESCRIPTION and m in runnable]
+    return (*runnable[:-1], *prompted, ORACLE)  # the oracle, never trained here, last as in all_methods
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,12 @@ class Method:
 
     @property
     def controlled(self) -> bool:
-        """The eval adds this method's control rows: its adapter depends on the description it is given (with
-        +desc the prompt keeps the task's own description and only the adapter's is swapped: what the
-        adapter adds beyond the prompt)."""
-        return self.control is None and self.family is not None and self.family.uses_description
+        """The eval adds this method's control rows: a learned family (trainable) whose adapter depends on the
+        description it is given (with +desc the prompt keeps the task's own description and only the
+        adapter's is swapped: what the adapter adds beyond the prompt). The retrieval baselines (nearest,
+        mix, lego) depend on it by construction; their controls can be named (nearest@other) but are not
+        added, which keeps the default run within an hour here."""
+        return self.control is None and self.family is not None and self.family.trainable and self.family.uses_description
 
     def controls(self) -> list[Method]:
         return [Method(self.name, self.prompt_description, c) for c in CONTROLS]

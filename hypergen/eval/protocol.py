@@ -28,7 +28,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -53,9 +53,11 @@ class EvalConfig:
     unseen). split: heldout | seen | all. methods: Method strings (methods.py): base, base_desc, oracle, a
     registered generator family, or a family's or the oracle's name + "+desc" (its adapter with the
     description in the prompt too); default default_methods(), every method that can run here. instances: test instances per
-    task (a seeded subset when fewer than the task has). seeds: how many seeds (K) each method is scored
-    with. controls: also score each description-dependent generator with a gibberish and another task's
-    description (seed 0 only). out: the results folder (results.jsonl, results.json, report.md and
+    task (a seeded subset when fewer than the task has; 20 and 1 seed keep the default run of the held-out
+    split within an hour on a 2-core CPU: the CIs are over families, whose spread dwarfs the instance
+    draw; --instances 50 scores every test instance). seeds: how many seeds (K) each method is scored
+    with; each seed draws its own instances. controls: also score each learned description-dependent
+    generator (Method.controlled) with a gibberish and another task's description (seed 0 only). out: the results folder (results.jsonl, results.json, report.md and
     methods.png); rerun with the same folder to resume.
     zoo / oracle_zoo: expert zoos (the oracle zoo holds experts trained on held-out tasks only, for the
     upper reference; never shown to a generator). tasks / limit: restrict the task list.
@@ -69,6 +71,10 @@ class EvalConfig:
     no controls; a separate ROUGE-L column), to see what the short budget cuts off. None: skip.
     calibration_samples: adapters ABMLL samples for each multiple-choice task of the split, whose
     averaged option probabilities (the Bayesian model average) give its calibration.
+    max_options: a multiple-choice question with more options is scored among its correct option(s) and
+    seeded distractors, this many in all (the prompt is unchanged; every method sees the same ones):
+    periodic_elements' 118 options per question cost an hour of this CPU for the default methods.
+    0: every option.
     bootstrap: resamples behind each 95% bootstrap CI of the summary.
     batch_rows: rows (one test instance under one method) per batched forward pass: a task's pending
     methods are scored together through per-row adapters, one prefill of each prompt serving its greedy
@@ -78,8 +84,8 @@ class EvalConfig:
     suite: str = "bigbench"
     split: Literal["heldout", "seen", "all"] = "heldout"
     methods: tuple[str, ...] = field(default_factory=default_methods)
-    instances: int = 50
-    seeds: int = 3
+    instances: int = 20
+    seeds: int = 1
     controls: bool = True
     out: str = "docs/results"
     zoo: str | None = None
@@ -92,6 +98,7 @@ class EvalConfig:
     max_new_tokens: int = 16
     long_budget: int | None = None
     calibration_samples: int = 4
+    max_options: int = 16
     bootstrap: int = 2000
     batch_rows: int = 32
 
@@ -100,18 +107,20 @@ class EvalConfig:
         unknown = []
         for m in self.methods:
             try:
-                if Method.parse(m).check().control:  # controls come with --controls, not by name
-                    unknown.append(m)
+                Method.parse(m).check()  # a named control (nearest@other) is scored on seed 0, as --controls' are
             except HypergenError:
                 unknown.append(m)
         if unknown:
-            raise HypergenError(f"Unknown method(s) {unknown}; available: {', '.join(all_methods())}, and GENERATOR{PROMPTED} (its adapter with the description in the prompt).")
+            raise HypergenError(f"Unknown method(s) {unknown}; available: {', '.join(all_methods())}, GENERATOR{PROMPTED} (its adapter with the description "
+                                f"in the prompt), and GENERATOR@gibberish / GENERATOR@other (a control, for a generator given a description).")
         if self.split not in ("heldout", "seen", "all"):
             raise HypergenError(f"--split must be heldout, seen or all; got {self.split!r}.")
         if self.instances < 1 or self.seeds < 1:
             raise HypergenError("--instances and --seeds must be >= 1.")
         if self.long_budget is not None and self.long_budget < 1:
             raise HypergenError(f"--long-budget must be >= 1 new tokens (e.g. 32); got {self.long_budget}.")
+        if self.max_options < 0 or self.max_options == 1:
+            raise HypergenError(f"--max-options must be >= 2 (e.g. 16), or 0 to score every option; got {self.max_options}.")
         if self.batch_rows < 1:
             raise HypergenError(f"--batch-rows must be >= 1 (e.g. 32); got {self.batch_rows}.")
         missing = sorted({Method.parse(m).name for m in self.methods if untrained(Method.parse(m).name)})
@@ -164,12 +173,24 @@ def plan(cfg: EvalConfig) -> list[EvalTask]:
         test = split_instances(task, split, "test")
         if not test:
             raise HypergenError(f"Task {n} has no test instances; evaluation needs some.")
+        test = [fewer_options(i, cfg.max_options) for i in test]
         # seen tasks are described differently from what the generators trained on
         desc = _first_sentence(task.descriptions[-1]) if cfg.split == "seen" else task.description
         out.append(EvalTask(task, desc, test, ""))
     for i, et in enumerate(out):
         et.other_description = out[(i + 1) % len(out)].task.description if len(out) > 1 else GIBBERISH
     return out
+
+
+def fewer_options(inst, cap: int):
+    """The instance with at most `cap` options (0: all): its correct ones and distractors drawn with a
+    seed from its content (so a rerun, and every method, get the same), in their original order."""
+    if not cap or not inst.options or len(inst.options) <= cap:
+        return inst
+    right = [o for o in inst.options if o in inst.targets][:cap]
+    wrong = [o for o in inst.options if o not in inst.targets]
+    keep = set(right) | set(random.Random(digest([inst.input, inst.options])).sample(wrong, cap - len(right)))
+    return replace(inst, options=[o for o in inst.options if o in keep])
 
 
 def answer_budget(tokenizer, test: list, cap: int) -> int:
@@ -273,6 +294,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     res = api.resident(cfg.base, cfg.device)
     keys = RowKeys(cfg, res.name, oracles)
     jobs = []
+    named = [m for m in methods if m.control]  # controls named in --methods
+    methods = [m for m in methods if not m.control]
     for et in tasks:
         for seed in range(cfg.seeds):
             for m in methods:
@@ -281,8 +304,9 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
                 jobs.append(Job(et, m, seed))
                 if cfg.long_budget and seed == 0:
                     jobs.append(Job(et, m, 0, long=True))
-            if cfg.controls and seed == 0:
-                jobs += [Job(et, c, 0) for m in methods if m.controlled for c in m.controls()]
+            if seed == 0:
+                added = [c for m in methods if cfg.controls and m.controlled for c in m.controls()]
+                jobs += [Job(et, c, 0) for c in added + [c for c in named if c not in added]]
     budget = {et.task.name: answer_budget(res.tokenizer, et.test, cfg.max_new_tokens) for et in tasks}
 
     def key_of(j: Job, seed: int | None = None) -> dict:

@@ -30,7 +30,15 @@ def command(cfg) -> str:
     return (f"hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
             + ("".join(f" --methods {m}" for m in methods) if methods != all_methods() else "")
             + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
-            + (f" --long-budget {cfg.long_budget}" if getattr(cfg, "long_budget", None) else "") + f" --out {cfg.out}")
+            + (f" --long-budget {cfg.long_budget}" if getattr(cfg, "long_budget", None) else "")
+            + (f" --max-options {cfg.max_options}" if getattr(cfg, "max_options", None) != _default(cfg, "max_options") else "") + f" --out {cfg.out}")
+
+
+def _default(cfg, name: str):
+    """The default of a config dataclass's field (None for a config without it)."""
+    import dataclasses
+
+    return next((f.default for f in dataclasses.fields(cfg) if f.name == name), None) if dataclasses.is_dataclass(cfg) else None
 
 
 def headline(summary: dict) -> list[str]:
@@ -100,7 +108,9 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
         f"{summary['tasks']} tasks, {summary['seeds']} seed(s), up to {summary['instances']} test instances per task. "
         "ROUGE-L and exact match of greedy answers on every task; accuracy by option log-likelihood on multiple-choice "
         "tasks; `main` = accuracy for multiple choice, ROUGE-L otherwise. Macro means over tasks (each task averaged over "
-        "seeds); CIs are 95% bootstrap over tasks; differences to the multi-task LoRA are paired by task.",
+        "seeds); CIs are 95% bootstrap over tasks; differences to the multi-task LoRA are paired by task."
+        + (f" A multiple-choice question with more than {cfg.max_options} options is scored among its correct option(s) and seeded "
+           "distractors, that many in all (--max-options)." if getattr(cfg, "max_options", 0) else ""),
         "",
         f"Machine: {summary.get('machine', '-')}; scoring time summed over runs: {summary.get('scoring_minutes', '-')} min "
         "(the ABMLL calibration samples and model loading come on top).",
@@ -150,13 +160,17 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
                 lines.append(f"| {m} | {_fmt(c['ece'])} | {_fmt(c['brier'])} | {_fmt(c.get('accuracy'))} | {_fmt(c.get('entropy'))} | {_fmt(c.get('mutual_information'), 4)} | {c['n']} |")
     b = summary.get("bar")
     if b:
-        lines += ["", f"## The bar (issue 17), family-weighted, for the best learned family and mode by the main metric: {b['best_family']}", "",
-                  f"Best selectable method by the main metric: **{b['best_method']}**. Generators (alone or +desc) that use the description "
-                  + ((f"(own minus gibberish description >= 0.03 main, family-weighted): {', '.join(b['uses_description'])}; the best of them, "
-                      f"the default generator and mode: **{b['default']}**." if b.get("uses_description") else
-                      f"(own minus gibberish description >= 0.03 main, family-weighted): none; the default generator and mode is the best "
-                      f"of the families that take the description: **{b['default']}**.") if b.get("default") else
-                     "are not known from this run: it scored no controls, so it picks no default generator."), "",
+        judged = "the default generator and mode" if b["best_family"] == b.get("default") else "the best learned family and mode by the main metric"
+        if not b.get("default"):
+            picked = "are not known from this run: it scored no controls, so it picks no default generator."
+        elif b.get("uses_description"):
+            picked = (f"(own minus gibberish description >= 0.03 main, family-weighted): {', '.join(b['uses_description'])}; the best of them, "
+                      f"the default generator and mode: **{b['default']}**.")
+        else:
+            picked = ("(own minus gibberish description >= 0.03 main, family-weighted): none, so the main scores differ by noise and the content "
+                      f"metric picks the default generator and mode: the lowest family-weighted NLL among the families that take the description, **{b['default']}**.")
+        lines += ["", f"## The bar (issue 17), family-weighted, for {judged}: {b['best_family']}", "",
+                  f"Best selectable method by the main metric: **{b['best_method']}**. Generators (alone or +desc) that use the description " + picked, "",
                   "| check | value | target | met |", "|---|---:|---:|---|"]
         for c in b["checks"]:
             met = "-" if c["met"] is None else ("yes" if c["met"] else f"no (short by {c['target'] - c['value']:.3f})")
