@@ -52,13 +52,14 @@ class EvalConfig:
     suite: "bigbench" (with the committed split) or a path load_suite reads (then every task counts as
     unseen). split: heldout | seen | all. methods: Method strings (methods.py): base, base_desc, oracle, a
     registered generator family, or a family's or the oracle's name + "+desc" (its adapter with the
-    description in the prompt too); default default_methods(), every method that can run here. instances: test instances per
-    task (a seeded subset when fewer than the task has; 20 and 1 seed keep the default run of the held-out
-    split within an hour on a 2-core CPU: the CIs are over families, whose spread dwarfs the instance
-    draw; --instances 50 scores every test instance). seeds: how many seeds (K) each method is scored
-    with; each seed draws its own instances. controls: also score each learned description-dependent
-    generator (Method.controlled) with a gibberish and another task's description (seed 0 only). out: the results folder (results.jsonl, results.json, report.md and
-    methods.png); rerun with the same folder to resume.
+    description in the prompt too), or a control (GENERATOR@other, scored on seed 0); default
+    default_methods(), every method that can run here. instances: test instances per task (a seeded
+    subset when fewer than the task has; 20 and 1 seed keep the default run of the held-out split within
+    an hour on a 2-core CPU: the CIs are over families, whose spread dwarfs the instance draw;
+    --instances 50 scores every test instance). seeds: how many seeds (K) each method is scored with;
+    each seed draws its own instances. controls: also score each learned description-dependent generator
+    (Method.controlled) with a gibberish and another task's description (seed 0 only). out: the results
+    folder (results.jsonl, results.json, report.md and methods.png); rerun with the same folder to resume.
     zoo / oracle_zoo: expert zoos (the oracle zoo holds experts trained on held-out tasks only, for the
     upper reference; never shown to a generator). tasks / limit: restrict the task list.
     base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.

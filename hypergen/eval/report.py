@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from hypergen.eval.methods import BASE, ORACLE, Method, all_methods, default_methods
@@ -36,8 +37,6 @@ def command(cfg) -> str:
 
 def _default(cfg, name: str):
     """The default of a config dataclass's field (None for a config without it)."""
-    import dataclasses
-
     return next((f.default for f in dataclasses.fields(cfg) if f.name == name), None) if dataclasses.is_dataclass(cfg) else None
 
 
