@@ -253,12 +253,14 @@ def test_the_description_goes_in_the_prompt_of_a_share_of_rows(tiny_bank, tiny_z
         TrainConfig(sft_prompt_description=1.5)
 
 
-def test_the_share_is_part_of_the_run_identity(sft, tiny_bank, tmp_path):
+def test_the_share_and_max_tasks_are_part_of_the_run_identity(sft, tiny_bank, tmp_path):
     g = build("t2l", tiny_bank, hidden=32)
     folder = run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft)
     assert run_folder(g, sft_cfg(steps=500, log_every=7), tmp_path / "o", sft_data=sft) == folder  # RUN_ONLY: the same run
     assert run_folder(g, sft_cfg(sft_prompt_description=0.5), tmp_path / "o", sft_data=sft) != folder
     assert run_folder(g, sft_cfg(sft_prompt_description=1.0), tmp_path / "o", sft_data=sft) not in (folder, run_folder(g, sft_cfg(sft_prompt_description=0.5), tmp_path / "o", sft_data=sft))
+    assert run_folder(g, sft_cfg(max_tasks=None), tmp_path / "o", sft_data=sft) == folder  # the default: runs from before the field keep theirs
+    assert run_folder(g, sft_cfg(max_tasks=50), tmp_path / "o", sft_data=sft) != folder  # even where it keeps every task
 
 
 def test_export_writes_the_best_checkpoint_without_training(tiny_zoo, tiny_path, tmp_path, monkeypatch):

@@ -86,3 +86,23 @@ def test_bad_settings_are_refused(tiny_bank, tiny_zoo, resident, tmp_path):
         prepare_sft(tiny_bank, tiny_zoo, resident, cfg(write(tmp_path / "d.json", WORDS), val_families=4), encoder=FakeEncoder())
     with pytest.raises(HypergenError, match="bank uses 'fake'"):
         prepare_sft(tiny_bank, tiny_zoo, resident, cfg(write(tmp_path / "e.json", WORDS)), encoder=type("E", (), {"name": "other", "encode": None})())
+
+
+def test_max_tasks_keeps_a_nested_seeded_subset_with_the_same_validation(tiny_bank, tiny_zoo, resident, tmp_path):
+    from hypergen.generators.sft import first_tasks
+
+    path = write(tmp_path / "d.json", WORDS)
+    full = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path), encoder=FakeEncoder())
+    for n in (1, 2):
+        some = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path, max_tasks=n), encoder=FakeEncoder())
+        assert len(some.tasks) == n and [t.name for t in some.val] == [t.name for t in full.val]  # validation unchanged
+        assert some.fingerprint != full.fingerprint  # another run
+    assert len(prepare_sft(tiny_bank, tiny_zoo, resident, cfg(path, max_tasks=99), encoder=FakeEncoder()).tasks) == 3  # more than there are: all
+    with pytest.raises(HypergenError, match="--max-tasks must be >= 1"):
+        cfg(path, max_tasks=0)
+    # nested and ordered, for every size, and another seed draws other tasks
+    tasks = [type("T", (), {"name": f"t{i}"})() for i in range(40)]
+    names = lambda n, seed=0: [t.name for t in first_tasks(tasks, n, seed)]  # noqa: E731
+    for small, large in [(5, 13), (13, 30), (30, 40)]:
+        assert set(names(small)) < set(names(large)) and names(small) == sorted(names(small), key=lambda s: int(s[1:]))
+    assert names(10) != names(10, seed=1) and names(10) != names(40)[:10]  # drawn, not the first ten

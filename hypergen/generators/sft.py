@@ -55,7 +55,7 @@ CODE_FILES = ("data.py", "tasks/core.py", "tasks/bigbench.py", "tasks/sni.py", "
               "tasks/sft_data.py", "tasks/descriptions.py", "tasks/split.py")
 """The modules (under hypergen/) whose code decides the cached examples: their content is in the key."""
 PREPARE_FIELDS = ("tasks", "task_suite", "descriptions", "min_examples", "sft_max_train", "sft_max_tokens")
-"""The TrainConfig fields the cached part of prepare_sft reads (the seed and val_families only divide it)."""
+"""The TrainConfig fields the cached part of prepare_sft reads (the seed, val_families and max_tasks only divide it)."""
 
 
 @dataclass
@@ -172,8 +172,9 @@ def _tokenised(sources, small: int, tok, cfg, embed) -> Prepared:
 
 
 def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
-    """Read, divide and tokenise the training tasks (cfg.tasks), embed their descriptions, and choose the
-    validation families (cfg.val_families). The resident's base is frozen: only the generator trains.
+    """Read, divide and tokenise the training tasks (cfg.tasks), embed their descriptions, choose the
+    validation families (cfg.val_families), then keep cfg.max_tasks of the rest (first_tasks). The
+    resident's base is frozen: only the generator trains.
     encoder: the description encoder (default: the bank's, by name) for tasks that are not zoo experts.
     The tasks of a descriptions file or suite come from the on-disk cache when their inputs are unchanged."""
     from hypergen.tasks.sft_data import split_families
@@ -202,10 +203,24 @@ def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
         for t in prep.tasks:
             t.expert = index.get(t.name, -1)
     train, val = split_families(prep.tasks, n_val, cfg.seed)
+    train = first_tasks(train, cfg.max_tasks, cfg.seed)  # after validation is set apart: the same val for every max_tasks
     for p in resident.model.parameters():
         p.requires_grad_(False)
     return SftData(resident, train, val, cfg.sft_examples, list(bank.names), n_truncated=prep.n_truncated, n_skipped=prep.n_skipped,
                    n_small=prep.n_small, max_tokens=cfg.sft_max_tokens)
+
+
+def first_tasks(tasks: list, n: int | None, seed: int) -> list:
+    """`n` of `tasks` (all when n is None or not smaller), drawn by `seed` and kept in their order
+    (TrainConfig.max_tasks, for the scaling curve). Nested: for one seed and task list, the tasks kept for
+    a smaller n are among those kept for a larger one. (Here, not in tasks/sft_data.py: that module's code
+    is part of the prepared tasks' cache key, and this choice happens after the cache.)"""
+    if n is None or n >= len(tasks):
+        return tasks
+    order = list(range(len(tasks)))
+    random.Random(f"tasks:{seed}").shuffle(order)
+    keep = set(order[:n])
+    return [t for i, t in enumerate(tasks) if i in keep]
 
 
 # ---- the cache of prepared tasks ----------------------------------------------------------------

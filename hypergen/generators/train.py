@@ -62,6 +62,9 @@ class TrainConfig:
     Text-to-LoRA's SFT prompt). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
     validation puts it in the same share of its fixed rows, so compare runs of different shares with
     `hypergen eval`, not by their validation NLL.
+    max_tasks: train on this many of the training tasks (None = all): a subset drawn by seed after the
+    validation families are set apart, nested (a smaller max_tasks keeps a subset of a larger one's tasks),
+    for a held-out score against the number of training tasks (bench/scaling.py).
     """
 
     objective: Literal["recon", "sft"] = "recon"
@@ -91,6 +94,7 @@ class TrainConfig:
     sft_max_tokens: int = 128
     sft_max_train: int = 128
     sft_prompt_description: float = 0.0
+    max_tasks: int | None = None
 
     def __post_init__(self):
         if self.objective not in ("recon", "sft"):
@@ -102,6 +106,8 @@ class TrainConfig:
         for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every", "val_every", "min_examples", "sft_examples", "sft_max_train"):
             if getattr(self, k) < 1:
                 raise HypergenError(f"TrainConfig.{k} must be >= 1; got {getattr(self, k)}.")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise HypergenError(f"--max-tasks must be >= 1 (or not given: every task); got {self.max_tasks}.")
         if not 0.0 <= self.sft_prompt_description <= 1.0:
             raise HypergenError(f"--sft-prompt-description is a share of rows, from 0 to 1; got {self.sft_prompt_description}.")
         self.val_experts = tuple(self.val_experts)
@@ -112,7 +118,7 @@ RUN_ONLY = ("steps", "ckpt_every", "log_every", "val_every", "progress", "logger
 # fields added after runs were started, at the value that does what those runs did: left out of the
 # identity at that value, so those runs keep their folder (resume, --export); any other value is another run.
 # (Runs started before RUN_ONLY existed, 2026-11-30, hashed every field: resume those with that commit.)
-ADDED = {"sft_prompt_description": 0.0}
+ADDED = {"sft_prompt_description": 0.0, "max_tasks": None}
 
 
 def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> Path:
