@@ -386,11 +386,8 @@ class ResidentModel:
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
             ids = [items[k][0][: shared[k]] for _, k in chunk]
-            P = max(map(len, ids))
-            p_ids = torch.full((len(ids), P), self.tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(ids), P), dtype=torch.long)
-            for b, x in enumerate(ids):
-                p_ids[b, P - len(x) :], mask[b, P - len(x) :] = torch.tensor(x), 1
+            p_ids, mask = _left_padded(ids, self.tokenizer.pad_token_id)
+            P = p_ids.shape[1]
             lora = self._stack([adapters[k] for _, k in chunk]) if adapters is not None else None
             with self._context(None, lora):
                 pos = (mask.cumsum(1) - 1).clamp_min(0)
@@ -454,17 +451,15 @@ class ResidentModel:
         prefix = prefix or [None] * B
         skip = [p[1] if p is not None else 0 for p in prefix]
         Q = max(skip)  # the cache's prefix columns
-        S = max(len(p) - s for (p, _), s in zip(items, skip))
         n = max(len(c) for _, c in items)
         T = max((len(x) for _, c in items for x in c), default=0)
         pad = self.tokenizer.pad_token_id
-        p_ids = torch.full((B, S), pad, dtype=torch.long)
-        p_mask = torch.zeros((B, Q + S), dtype=torch.long)
-        for b, ((p, _), s) in enumerate(zip(items, skip)):
-            p_ids[b, S - (len(p) - s) :] = torch.tensor(p[s:])
-            p_mask[b, Q - s : Q] = 1
-            p_mask[b, Q + S - (len(p) - s) :] = 1
-        P = Q + S
+        p_ids, rest_mask = _left_padded([p[s:] for (p, _), s in zip(items, skip)], pad)
+        q_mask = torch.zeros((B, Q), dtype=torch.long)
+        for b, s in enumerate(skip):
+            q_mask[b, Q - s :] = 1  # the row's prefix, right-aligned in the cache's first Q columns
+        p_mask = torch.cat([q_mask, rest_mask], 1)
+        P = p_mask.shape[1]
         lens = p_mask.sum(1)
         c_ids = torch.full((B, n, T), pad, dtype=torch.long)
         c_len = torch.zeros((B, n), dtype=torch.long)
@@ -497,6 +492,17 @@ class ResidentModel:
         for b, (_, cands) in enumerate(items):
             out.append([float(first[b, c[0]]) + float(logp[b, k, : len(c) - 1].sum()) for k, c in enumerate(cands)])
         return out, new
+
+
+def _left_padded(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), each (len(seqs), longest): the sequences right-aligned after `pad`s."""
+    L = max(map(len, seqs))
+    ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for b, x in enumerate(seqs):
+        if x:
+            ids[b, L - len(x) :], mask[b, L - len(x) :] = torch.tensor(x), 1
+    return ids, mask
 
 
 def _shared_prefixes(prompts: list[list[int]], groups: list) -> list[int]:
