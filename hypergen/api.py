@@ -290,15 +290,16 @@ def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
     return asdict(build_multitask(cfg, steps=steps, per_task=per_task))
 
 
-def zoo_report(path: str | Path | None = None, out: str | Path = "docs/zoo.md", command: str = "hypergen zoo build --limit 60 --steps 100") -> Path:
+def zoo_report(path: str | Path | None = None, out: str | Path = "docs/zoo.md", command: str = "hypergen zoo build --limit 60 --steps 100",
+               title: str = "The expert zoo") -> Path:
     """Write the zoo table (base vs expert score per task) and its summary line as Markdown; returns the file.
 
     path: the zoo folder (default: HYPERGEN_ZOO, the shipped zoo/, else the cache build). out: the Markdown file to write.
-    command: the command that built the zoo, quoted in the report.
+    command: the command that built the zoo, quoted in the report. title: the page's heading.
     """
     from hypergen.zoo.report import write_report
 
-    return write_report(zoo(path), out, command)
+    return write_report(zoo(path), out, command, title)
 
 
 def zoo_pack(source: str | Path, dest: str | Path) -> Path:

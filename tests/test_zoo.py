@@ -245,6 +245,16 @@ def test_zoo_report_names_every_expert_and_the_losers(tiny_zoo, tmp_path):
         assert f"- `{name}`:" in text
 
 
+def test_zoo_report_quotes_its_own_command(tiny_zoo, tmp_path, monkeypatch):
+    """The page names the file it was written to and the zoo without the user's home folder (an oracle zoo's page is not docs/zoo.md)."""
+    from hypergen.zoo.report import write_report
+
+    monkeypatch.setenv("HOME", str(tiny_zoo.root.parent))
+    text = write_report(tiny_zoo, tmp_path / "oracle.md", command="hypergen zoo build --oracle", title="Oracles").read_text()
+    assert f"`hypergen zoo report --zoo ~/{tiny_zoo.root.name} --out {tmp_path / 'oracle.md'} --title \"Oracles\"`" in text and "# Oracles" in text
+    assert str(tiny_zoo.root.parent) not in text
+
+
 def test_max_epochs_caps_steps_on_small_tasks(resident):
     examples = [(f"item {i}", "zz") for i in range(16)]
     out = train_expert(resident, examples, ExpertConfig(steps=100, max_epochs=2, batch_size=4, warmup=1, every=2, keep_last=2, logger="none", progress=False))

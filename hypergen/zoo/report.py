@@ -22,7 +22,16 @@ def why_not(r: ExpertRecord) -> str:
     return "expert worse than base even at its best validation checkpoint: the train/test distributions may differ"
 
 
-def zoo_report(zoo: Zoo, title: str = "The expert zoo", command: str = "") -> str:
+def _shown(path: Path) -> str:
+    """A path as a reader can retype it: under the home folder as ~/..."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+TITLE = "The expert zoo"
+
+
+def zoo_report(zoo: Zoo, title: str = TITLE, command: str = "", out: str | Path = "docs/zoo.md") -> str:
     recs = zoo.records()
     families = {r.family for r in recs}
     better = [r for r in recs if r.gain > 0]
@@ -30,12 +39,13 @@ def zoo_report(zoo: Zoo, title: str = "The expert zoo", command: str = "") -> st
     lines = [
         f"# {title}",
         "",
-        f"Zoo: `{zoo.root}`. Base model: {zoo.meta.get('base_model', '?')}. LoRA: {zoo.meta.get('lora', {})}.",
+        f"Zoo: `{_shown(zoo.root)}`. Base model: {zoo.meta.get('base_model', '?')}. LoRA: {zoo.meta.get('lora', {})}.",
         "Scores on each task's own test instances (up to 50; the split is data/splits/bigbench.json): accuracy by "
         "log-likelihood over the options for multiple-choice tasks, ROUGE-L of the greedy answer otherwise.",
     ]
     if command:
-        lines += ["", f"Rebuild: `{command}`; this page: `hypergen zoo report --zoo {zoo.root} --out docs/zoo.md`."]
+        named = "" if title == TITLE else f' --title "{title}"'
+        lines += ["", f"Rebuild: `{command}`; this page: `hypergen zoo report --zoo {_shown(zoo.root)} --out {out}{named}`."]
     if recs:
         lines += [
             "",
@@ -70,8 +80,8 @@ def zoo_report(zoo: Zoo, title: str = "The expert zoo", command: str = "") -> st
     return "\n".join(lines) + "\n"
 
 
-def write_report(zoo: Zoo, out: str | Path, command: str = "") -> Path:
+def write_report(zoo: Zoo, out: str | Path, command: str = "", title: str = TITLE) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(zoo_report(zoo, command=command))
+    out.write_text(zoo_report(zoo, title, command, out))
     return out
