@@ -189,7 +189,7 @@ def test_each_family_counts_once_and_multiple_choice_is_apart_from_generation():
     rows += [_rows("q", "base", 0.5, 2.0, True)]
     # the oracle scores 1.0 everywhere; sg closes the gap on the three "big" tasks only
     rows += [_rows(r["task"], "oracle", 1.0, 0.5, r["multiple_choice"]) for r in rows if r["method"] == "base"]
-    rows += [_rows(r["task"], "sg", 1.0 if r["task"].startswith("big") else r["main"], 0.5, r["multiple_choice"]) for r in rows if r["method"] == "base"]
+    rows += [_rows(r["task"], "sg", *((1.0, 0.5) if r["task"].startswith("big") else (r["main"], r["nll"])), r["multiple_choice"]) for r in rows if r["method"] == "base"]
     s = summarize(rows, EvalConfig(suite=DEMO, split="all", bootstrap=200))
     assert (s["tasks"], s["families"], s["mc_tasks"], s["mc_families"], s["gen_tasks"], s["gen_families"]) == (6, 4, 1, 1, 5, 3)
     e = s["methods"]["base"]
@@ -199,11 +199,13 @@ def test_each_family_counts_once_and_multiple_choice_is_apart_from_generation():
     assert e["nll"] == pytest.approx(10 / 6) and e["nll_family"] == pytest.approx(8 / 4)
     sg = s["methods"]["sg"]  # gaps: 0.1 on each big task, 1.0, 0.7 and 0.5 on the others
     assert sg["main_oracle_gap_closed"] == pytest.approx(0.3 / 2.5) and sg["main_family_oracle_gap_closed"] == pytest.approx(0.1 / 2.3)
+    # the same share in content (NLL falls from base to oracle): 0.5 nats of 0.5 + 3.5 + 0.5 + 1.5 family gaps
+    assert sg["nll_oracle_gap_closed"] == pytest.approx(1.5 / 7.0) and sg["nll_family_oracle_gap_closed"] == pytest.approx(0.5 / 6.0)
     lo, hi = e["gen_rougeL_family_ci95"]
     assert 0.0 <= lo < e["gen_rougeL_family"] < hi <= 0.9  # resampled over the 3 families, not the 5 tasks
     text = report_markdown({**s, "bar": {}}, SimpleNamespace(suite="x", split="all", instances=3, seeds=1, out="o"))
     assert "6 tasks in 4 families: 1 multiple-choice tasks in 1 families, 5 generation tasks in 3 families" in text
-    assert "| base | 0.425 [" in text and "lower is better" in text and "| 0.04 | 0.12 |" in text
+    assert "| base | 0.425 [" in text and "lower is better" in text and "| 0.04 | 0.12 | 0.08 |" in text
 
 
 def test_long_budget_scores_a_separate_column_without_touching_the_short_rows(tiny_zoo, tiny_path, tmp_path):
