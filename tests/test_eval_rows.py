@@ -208,6 +208,27 @@ def test_each_family_counts_once_and_multiple_choice_is_apart_from_generation():
     assert "| base | 0.425 [" in text and "lower is better" in text and "| 0.04 | 0.12 | 0.08 |" in text
 
 
+def test_control_gaps_count_each_family_once_with_a_paired_ci_and_in_content():
+    from types import SimpleNamespace
+
+    from hypergen.eval.protocol import EvalConfig
+    from hypergen.eval.report import report_markdown
+    from hypergen.eval.stats import summarize
+
+    tasks = (("big/1", False), ("big/2", False), ("big/3", False), ("a", False), ("b/x", False), ("q", True))
+    rows = [_rows(t, "sg", 0.5, 1.0, mc) for t, mc in tasks]
+    # another task's description: 0.1 lower on the "big" family's three tasks only, and 1 nat worse everywhere
+    rows += [_rows(t, "sg@other", 0.4 if t.startswith("big") else 0.5, 2.0, mc) for t, mc in tasks]
+    s = summarize(rows, EvalConfig(suite=DEMO, split="all", bootstrap=200))
+    c = s["controls"]["sg"]
+    assert c["aligned_minus_other"] == pytest.approx(0.3 / 6) and c["aligned_minus_other_family"] == pytest.approx(0.1 / 4)
+    lo, hi = c["aligned_minus_other_family_ci95"]
+    assert 0.0 <= lo < 0.1 / 4 < hi <= 0.1  # resampled over the 4 families
+    assert c["nll_aligned_minus_other_family"] == pytest.approx(-1.0)
+    text = report_markdown({**s, "bar": {}}, SimpleNamespace(suite="x", split="all", instances=3, seeds=1, out="o"))
+    assert f"| sg | - | 0.025 [{lo:.3f}, {hi:.3f}] | - / 0.050 | - / -1.000 |" in text
+
+
 def test_long_budget_scores_a_separate_column_without_touching_the_short_rows(tiny_zoo, tiny_path, tmp_path):
     out = tmp_path / "res"
     methods = ["--methods", "base", "--methods", "nearest", "--no-controls"]

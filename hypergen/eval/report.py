@@ -145,9 +145,15 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
         lines += ["", f"The oracle (an expert trained on the task itself) exists for {o['tasks']} of the {summary['tasks']} tasks; "
                   "`oracle gap closed` is measured on those tasks only."]
     if summary.get("controls"):
-        lines += ["", "## Controls (aligned description minus control)", "", "| method | main: minus gibberish | main: minus another task's | ROUGE-L: minus gibberish | ROUGE-L: minus another task's |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "## Controls (aligned description minus control)", "",
+                  "The same questions with the method's own description and with the control's; **family** = each family counts once, with "
+                  "a paired 95% bootstrap CI over families; NLL: negative = the own description's adapter makes the reference answer likelier.", "",
+                  "| method | main: minus gibberish, family [95% CI] | main: minus another task's, family [95% CI] | main: tasks (gibberish / other) "
+                  "| NLL: family (gibberish / other) | ROUGE-L: tasks (gibberish / other) |", "|---|---|---|---:|---:|---:|"]
         for m, c in summary["controls"].items():
-            lines.append(f"| {m} | {_fmt(c.get('aligned_minus_gibberish'))} | {_fmt(c.get('aligned_minus_other'))} | {_fmt(c.get('rougeL_aligned_minus_gibberish'))} | {_fmt(c.get('rougeL_aligned_minus_other'))} |")
+            cells = [_fmt(c.get(f"aligned_minus_{k}_family")) + _ci_plain(c.get(f"aligned_minus_{k}_family_ci95")) for k in ("gibberish", "other")]
+            cells += [" / ".join(_fmt(c.get(f"{p}aligned_minus_{k}{f}")) for k in ("gibberish", "other")) for p, f in (("", ""), ("nll_", "_family"), ("rougeL_", ""))]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if summary.get("calibration"):
         lines += ["", "## Calibration on multiple-choice tasks (seed 0)", "",
                   "abmll_bmaS = the average of S sampled ABMLL adapters' option probabilities (Bayesian model average); "

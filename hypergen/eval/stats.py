@@ -125,8 +125,14 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
                 a, b = task_means(m, "main"), task_means(c, "main")
                 common = sorted(set(a) & set(b))
                 diffs = {t: a[t] - b[t] for t in common}
+                fam = family_means(diffs)
                 controls.setdefault(m, {})[f"aligned_minus_{kind}"] = _mean(diffs.values())
-                controls[m][f"aligned_minus_{kind}_family"] = _mean(family_means(diffs).values())
+                controls[m][f"aligned_minus_{kind}_family"] = _mean(fam.values())
+                if fam:  # paired: the same questions with each description, resampled over families
+                    controls[m][f"aligned_minus_{kind}_family_ci95"] = list(bootstrap(list(fam.values()), cfg.bootstrap))
+                a, b = task_means(m, "nll"), task_means(c, "nll")
+                if set(a) & set(b):  # in content: negative = the own description's adapter gives the reference more likelihood
+                    controls[m][f"nll_aligned_minus_{kind}_family"] = _mean(family_means({t: a[t] - b[t] for t in set(a) & set(b)}).values())
                 a, b = task_means(m, "rougeL"), task_means(c, "rougeL")
                 common = sorted(set(a) & set(b))
                 if common:
