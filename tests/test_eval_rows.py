@@ -62,7 +62,7 @@ def _task(name="fam/sub", n=4):
     return EvalTask(Task(name, ["Answer it."], inst), "Answer it.", inst, "Something else.")
 
 
-@pytest.mark.parametrize("change", ["seed", "instances", "description", "budget", "base", "zoo", "generator", "encoder"])
+@pytest.mark.parametrize("change", ["seed", "instances", "description", "budget", "base", "base weights", "zoo", "generator", "encoder"])
 def test_every_setting_that_changes_a_row_changes_its_key(tiny_zoo, tmp_path, monkeypatch, change):
     import shutil
 
@@ -75,12 +75,15 @@ def test_every_setting_that_changes_a_row_changes_its_key(tiny_zoo, tmp_path, mo
     monkeypatch.setattr(api, "generators_dir", lambda: gens)
     zoo = tmp_path / "zoo"
     shutil.copytree(tiny_zoo.root, zoo)
+    base = tmp_path / "tiny-llama"  # a base folder: its name and its files are the base's identity
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
     et = _task()
     args = dict(m="sg", seed=0, desc=et.description, test=et.test[:2], budget=5)
 
     def key(keys=None, **kw):
         a = {**args, **kw}
-        keys = keys or RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "tiny-llama", {})
+        keys = keys or RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "tiny-llama", {}, base_path=base)
         return digest(keys.row(et, a["m"], a["seed"], a["desc"], a["test"], a["budget"]))
 
     before = key()
@@ -97,6 +100,9 @@ def test_every_setting_that_changes_a_row_changes_its_key(tiny_zoo, tmp_path, mo
         after = key(budget=6)
     elif change == "base":
         after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "SmolLM2-135M-Instruct", {}))
+    elif change == "base weights":  # the same folder name, other weights (a retrained or reconverted base)
+        (base / "model.safetensors").write_bytes(b"other weights")
+        after = key()
     elif change == "encoder":
         after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="minilm"), "tiny-llama", {}))
     elif change == "zoo":

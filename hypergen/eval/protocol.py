@@ -9,8 +9,8 @@ once and recorded for each seed (`repeat_of_seed`). A task's pending methods (an
 together, each test instance under every method's adapter in one batch (per-row adapters, one prefill
 of each prompt for its greedy answer, options and reference: scoring.score_runs), and their rows are
 appended to results.jsonl when the task and seed finish, so an interrupted run resumes where it stopped. Each row carries its key: everything that changes it (the scored instances'
-content, so the suite as read, the split and the --instances draw; the descriptions; the seed; the base;
-the answer budget; the content of the zoo, generator checkpoint or oracle expert behind its adapter). A
+content, so the suite as read, the split and the --instances draw; the descriptions; the seed; the base, by
+name and by its files' content; the answer budget; the content of the zoo, generator checkpoint or oracle expert behind its adapter). A
 rerun scores the rows whose key it has not seen and summarises only the rows of its own keys, so rows
 made with other settings are never reused. Rows also keep the greedy answers (or the chosen option).
 Then: means over tasks and over families (each BIG-bench top-level task counts once), multiple choice
@@ -35,7 +35,7 @@ from typing import Literal
 from hypergen import paths
 from hypergen.base import machine
 from hypergen.errors import HypergenError
-from hypergen.eval.methods import BASE, BASE_PROMPTED, GIBBERISH, ORACLE, PROMPTED, Method, adapter, all_methods, default_methods, sources, untrained
+from hypergen.eval.methods import BASE, BASE_PROMPTED, GIBBERISH, ORACLE, PROMPTED, Method, adapter, all_methods, default_methods, files_hash, sources, untrained
 from hypergen.eval.stats import family, summarize
 
 ANSWER_SLACK = 4  # tokens allowed past the task's longest reference answer
@@ -219,7 +219,11 @@ class RowKeys:
     cfg: EvalConfig
     base: str  # the resident base model's name
     oracles: dict  # task -> the Zoo holding its oracle expert
+    base_path: Path | None = None  # the base's folder: its files' content is part of every key (same name, other weights: new rows)
     _sources: dict = field(default_factory=dict)  # (method name, task) -> sources, hashed once a run
+
+    def __post_init__(self):
+        self.base_files = files_hash(self.base_path) if self.base_path else None  # ~1 s for SmolLM2's 0.5 GB, once a run
 
     def sources(self, m: Method, task: str) -> dict:
         """What the method's adapter is made from, by content (methods.sources), hashed once a run."""
@@ -237,7 +241,7 @@ class RowKeys:
             "n": len(test),
             # what the generator is given (the base and the oracle take none), and what the prompt holds
             "descriptions": digest([desc if m.family is not None else None, et.description if m.prompt_description else None]),
-            "base": self.base, "max_new_tokens": budget, **self.sources(m, et.task.name),
+            "base": self.base, "base_files": self.base_files, "max_new_tokens": budget, **self.sources(m, et.task.name),
         }
 
 
@@ -293,7 +297,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
                 if z.has(et.task.name):
                     oracles[et.task.name] = z
     res = api.resident(cfg.base, cfg.device)
-    keys = RowKeys(cfg, res.name, oracles)
+    keys = RowKeys(cfg, res.name, oracles, base_path=res.path)
     jobs = []
     named = [m for m in methods if m.control]  # controls named in --methods
     methods = [m for m in methods if not m.control]
