@@ -122,21 +122,17 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
         for c in Method.parse(m).controls():
             kind, c = c.control, str(c)
             if c in methods:
-                a, b = task_means(m, "main"), task_means(c, "main")
-                common = sorted(set(a) & set(b))
-                diffs = {t: a[t] - b[t] for t in common}
-                fam = family_means(diffs)
+                paired = {metric: {t: a[t] - b[t] for t in sorted(set(a) & set(b))}  # the same questions under each description
+                          for metric in ("main", "nll", "rougeL") for a, b in [(task_means(m, metric), task_means(c, metric))]}
+                diffs, fam = paired["main"], family_means(paired["main"])
                 controls.setdefault(m, {})[f"aligned_minus_{kind}"] = _mean(diffs.values())
                 controls[m][f"aligned_minus_{kind}_family"] = _mean(fam.values())
-                if fam:  # paired: the same questions with each description, resampled over families
+                if fam:  # resampled over families
                     controls[m][f"aligned_minus_{kind}_family_ci95"] = list(bootstrap(list(fam.values()), cfg.bootstrap))
-                a, b = task_means(m, "nll"), task_means(c, "nll")
-                if set(a) & set(b):  # in content: negative = the own description's adapter gives the reference more likelihood
-                    controls[m][f"nll_aligned_minus_{kind}_family"] = _mean(family_means({t: a[t] - b[t] for t in set(a) & set(b)}).values())
-                a, b = task_means(m, "rougeL"), task_means(c, "rougeL")
-                common = sorted(set(a) & set(b))
-                if common:
-                    controls[m][f"rougeL_aligned_minus_{kind}"] = sum(a[t] - b[t] for t in common) / len(common)
+                if paired["nll"]:  # in content: negative = the own description's adapter gives the reference more likelihood
+                    controls[m][f"nll_aligned_minus_{kind}_family"] = _mean(family_means(paired["nll"]).values())
+                if paired["rougeL"]:
+                    controls[m][f"rougeL_aligned_minus_{kind}"] = _mean(paired["rougeL"].values())
     count = {f"{part}_{what}": len(names if what == "tasks" else {family(t) for t in names}) for part, names in parts.items() for what in ("tasks", "families")}
     summary = {"split": cfg.split, "suite": cfg.suite, "tasks": count.pop("all_tasks"), "families": count.pop("all_families"), **count,
                "seeds": cfg.seeds, "instances": cfg.instances, "rows": len(rows) + len(long), "long_budget": getattr(cfg, "long_budget", None),
