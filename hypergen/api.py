@@ -279,7 +279,8 @@ def zoo_build(cfg) -> ZooBuild:
 
 def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
     """Train the multi-task LoRA baseline beside the zoo's experts (BuildConfig `cfg`: its tasks and expert
-    training settings, whose step count and checkpoint choice this overrides); returns its record.
+    training settings, whose step count and checkpoint choice this overrides); returns its record. One
+    already in the zoo, trained on the same tasks with the same settings, is kept (a rerun takes seconds).
 
     steps: optimizer steps of the multi-task LoRA. per_task: train instances taken from each task (balanced).
     """
@@ -291,7 +292,7 @@ def zoo_multitask(cfg, steps: int = 400, per_task: int = 100) -> dict:
 
 
 def zoo_report(path: str | Path | None = None, out: str | Path = "docs/zoo.md", command: str = "hypergen zoo build --limit 60 --steps 100",
-               title: str = "The expert zoo") -> Path:
+               title: str = "The expert zoo") -> Path:  # the defaults are hypergen.zoo.report's COMMAND and TITLE (the CLI reads them here)
     """Write the zoo table (base vs expert score per task) and its summary line as Markdown; returns the file.
 
     path: the zoo folder (default: HYPERGEN_ZOO, the shipped zoo/, else the cache build). out: the Markdown file to write.

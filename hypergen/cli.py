@@ -120,7 +120,7 @@ def zoo_build():
 @zoo_app.command("multitask")
 @lazy
 def zoo_multitask():
-    """Train the multi-task LoRA baseline on all zoo tasks together."""
+    """Train the multi-task LoRA baseline on all zoo tasks together (kept when rerun with the same settings)."""
     from hypergen.zoo.build import BuildConfig
 
     # what build_multitask does not use, or sets itself (its steps are --steps below)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -191,6 +192,25 @@ def test_multitask_is_stored_beside_the_experts(tiny_path, tmp_path):
     assert Zoo(tmp_path / "zoo").multitask().rank == 8
 
 
+def test_multitask_rerun_keeps_the_same_adapter_and_retrains_a_changed_one(tiny_path, tmp_path, monkeypatch):
+    """A rebuild rerun after a stop must not train the same multi-task LoRA again; other settings must."""
+    from hypergen.zoo import build
+
+    cfg = tiny_cfg(tiny_path, tmp_path / "zoo")
+    first = build_multitask(cfg, steps=4, per_task=10)
+    before = (tmp_path / "zoo" / "multitask" / "expert.json").read_text()
+    calls = []
+    real = build.train_expert
+    monkeypatch.setattr(build, "train_expert", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    quiet = replace(cfg, expert=replace(cfg.expert, logger="csv"))  # how a run is logged does not change the adapter
+    assert build_multitask(quiet, steps=4, per_task=10).seconds == first.seconds and calls == []
+    assert (tmp_path / "zoo" / "multitask" / "expert.json").read_text() == before
+    assert build_multitask(cfg, steps=5, per_task=10).steps == 5 and [c.steps for c in calls] == [5]
+    assert build_multitask(replace(cfg, expert=replace(cfg.expert, lr=2e-3)), steps=5, per_task=10).config["lr"] == 2e-3
+    assert build_multitask(cfg, steps=5, per_task=8).n_train == 32
+    assert build_multitask(replace(cfg, refresh=True), steps=5, per_task=8).n_train == 32 and len(calls) == 4
+
+
 def test_sigkill_at_any_moment_loses_nothing(tiny_path, tmp_path):
     """Kill the build with SIGKILL several times at different moments; the rerun finishes the zoo."""
     out = tmp_path / "zoo"
@@ -251,8 +271,16 @@ def test_zoo_report_quotes_its_own_command(tiny_zoo, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HOME", str(tiny_zoo.root.parent))
     text = write_report(tiny_zoo, tmp_path / "oracle.md", command="hypergen zoo build --oracle", title="Oracles").read_text()
-    assert f"`hypergen zoo report --zoo ~/{tiny_zoo.root.name} --out {tmp_path / 'oracle.md'} --title \"Oracles\"`" in text and "# Oracles" in text
+    quoted = f"`hypergen zoo report --zoo ~/{tiny_zoo.root.name} --out {tmp_path / 'oracle.md'} --title \"Oracles\" --command \"hypergen zoo build --oracle\"`"
+    assert quoted in text and "# Oracles" in text
     assert str(tiny_zoo.root.parent) not in text
+    from hypergen import api
+    from hypergen.zoo.report import COMMAND, TITLE
+
+    assert inspect.signature(api.zoo_report).parameters["command"].default == COMMAND  # the report leaves out exactly the defaults
+    assert inspect.signature(api.zoo_report).parameters["title"].default == TITLE
+    plain = write_report(tiny_zoo, tmp_path / "zoo.md", command=COMMAND).read_text()
+    assert f"this page: `hypergen zoo report --zoo ~/{tiny_zoo.root.name} --out {tmp_path / 'zoo.md'}`." in plain
 
 
 def test_max_epochs_caps_steps_on_small_tasks(resident):

@@ -301,26 +301,40 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
     return Zoo(cfg.out)
 
 
+def _same_multitask(recorded: dict, asked: dict) -> bool:
+    """Whether a stored multi-task LoRA was trained on these tasks with these training settings (how a run
+    was logged or shown does not count)."""
+    keys = (*_TRAINING_FIELDS, "tasks", "per_task")
+    return all(k in recorded for k in keys) and all(recorded[k] == v for k, v in json.loads(json.dumps({k: asked[k] for k in keys})).items())
+
+
 def build_multitask(cfg: BuildConfig, *, steps: int, per_task: int) -> ExpertRecord:
     """The multi-task LoRA baseline: one adapter trained on every zoo task's train data together.
     steps and per_task have no defaults here: api.zoo_multitask, the typed entry that the CLI's options
-    come from, holds them (and their help)."""
+    come from, holds them (and their help). A multi-task LoRA already in the zoo, trained on the same tasks
+    with the same training settings, is kept and its record returned (cfg.refresh retrains it)."""
     from hypergen.base import load_base
 
     suite, split, names = plan(cfg)
     zoo = open_zoo(cfg)  # the multi-task LoRA sits beside the experts: the same config
+    ecfg = ExpertConfig(**{**asdict(cfg.expert), "steps": steps, "select": "last"})
+    config = {**ecfg.to_dict(), "tasks": names, "per_task": per_task}
+    have = zoo.multitask_record()
+    if have is not None and not cfg.refresh and _same_multitask(have.config, config):
+        # a rerun (e.g. of a whole rebuild) does not train the same adapter again
+        print(f"multitask: {zoo.root / 'multitask'} was trained on these tasks with these settings; kept (delete it to retrain).", file=sys.stderr)
+        return have
     examples = []
     for n in names:
         train = instances(suite.get(n), split, "train")[:per_task]  # balanced: big tasks must not drown small ones
         examples += [(i.input, i.targets[0]) for i in train]
     res = load_base(cfg.base, device=cfg.device)
-    # no validation set here: the last step is the adapter, and the record says so
-    ecfg = ExpertConfig(**{**asdict(cfg.expert), "steps": steps, "select": "last"})
+    # no validation set here: the last step is the adapter (select="last" above), and the record says so
     out = train_expert(res, examples, ecfg, run_name="multitask", group="zoo")
     rec = ExpertRecord(
         name="multitask", family="multitask", descriptions=["All zoo tasks together."], categories=[], source=cfg.suite,
         metric="mixed", base_score={}, expert_score={}, steps=steps, seconds=round(out.seconds, 1), n_train=out.n_examples,
-        n_truncated=out.n_truncated, trajectory_steps=[steps], config={**ecfg.to_dict(), "tasks": names, "per_task": per_task},
+        n_truncated=out.n_truncated, trajectory_steps=[steps], config=config,
     )
     zoo.set_multitask(rec, out.weights)
     return rec

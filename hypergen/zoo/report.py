@@ -29,6 +29,7 @@ def _shown(path: Path) -> str:
 
 
 TITLE = "The expert zoo"
+COMMAND = "hypergen zoo build --limit 60 --steps 100"  # what builds the default zoo (api.zoo_report's default)
 
 
 def zoo_report(zoo: Zoo, title: str = TITLE, command: str = "", out: str | Path = "docs/zoo.md") -> str:
@@ -44,7 +45,7 @@ def zoo_report(zoo: Zoo, title: str = TITLE, command: str = "", out: str | Path 
         "log-likelihood over the options for multiple-choice tasks, ROUGE-L of the greedy answer otherwise.",
     ]
     if command:
-        named = "" if title == TITLE else f' --title "{title}"'
+        named = ("" if title == TITLE else f' --title "{title}"') + ("" if command == COMMAND else f' --command "{command}"')
         lines += ["", f"Rebuild: `{command}`; this page: `hypergen zoo report --zoo {_shown(zoo.root)} --out {out}{named}`."]
     if recs:
         lines += [

@@ -213,6 +213,11 @@ class Zoo:
             return _load_q8(d)
         return LoraWeights.load(d) if (d / "adapter_config.json").is_file() else None
 
+    def multitask_record(self) -> ExpertRecord | None:
+        """The multi-task LoRA's record (what it was trained on and how), or None if the zoo has none."""
+        f = self.root / MULTITASK / RECORD
+        return ExpertRecord(**json.loads(f.read_text())) if f.is_file() else None
+
     # ---- writing -------------------------------------------------------------------------------
     def add(self, record: ExpertRecord, final: LoraWeights, trajectory: list[tuple[int, LoraWeights]] | None = None, dtype=torch.float16) -> None:
         """Write one expert folder atomically, then the manifest."""
@@ -286,9 +291,9 @@ class Zoo:
         out = Zoo(dest, create=True, meta=self.meta)
         for rec in self.records():
             out.add(rec, self.weights(rec.name), None, dtype=dtype)
-        mt = self.root / MULTITASK
-        if (mt / RECORD).is_file():
-            out.set_multitask(ExpertRecord(**json.loads((mt / RECORD).read_text())), self.multitask(), dtype=dtype)
+        mt = self.multitask_record()
+        if mt is not None:
+            out.set_multitask(mt, self.multitask(), dtype=dtype)
         return out
 
 
