@@ -5,7 +5,9 @@
 RUN: a run's checkpoint (`~/.cache/hypergen/runs/generators/<run>/ckpt/last.ckpt`, whose "hypergen_history"
 holds every logged step, also across resumes), or a generator folder's train.json ("history"). The train
 curve is the answer NLL of the logged steps, smoothed by a moving average over `--smooth` points; the
-validation curve is the NLL on the held-apart families. The CSV beside the PNG has the raw points.
+validation curve is the NLL on the held-apart families, and where the run logged it (runs since
+2026-12-01) the same rows with each adapter made from another validation task's description: the gap
+between the two is the held-out control during training. The CSV beside the PNG has the raw points.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ def main(argv=None) -> None:
     hist = history(args.run)
     train = sorted((h["step"], h["nll"]) for h in hist if "nll" in h)
     val = sorted((h["step"], h["val_nll"]) for h in hist if "val_nll" in h)
+    other = sorted((h["step"], h["val_nll_other"]) for h in hist if "val_nll_other" in h)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "train_nll", "val_nll"])
-        w.writerows([(s, round(v, 5), "") for s, v in train] + [(s, "", round(v, 5)) for s, v in val])
+        w.writerow(["step", "train_nll", "val_nll"] + (["val_nll_other"] if other else []))
+        w.writerows([(s, round(v, 5), "") for s, v in train])
+        o = dict(other)
+        w.writerows([(s, "", round(v, 5)) + ((round(o[s], 5) if s in o else "",) if other else ()) for s, v in val])
 
     import matplotlib
 
@@ -58,6 +63,8 @@ def main(argv=None) -> None:
         ax.plot([s for s, _ in train], smooth([v for _, v in train], args.smooth), label=f"train answer NLL (moving average of {args.smooth})", lw=1.2)
     if val:
         ax.plot([s for s, _ in val], [v for _, v in val], "o-", label="validation NLL (unseen families)", lw=1.5)
+    if other:
+        ax.plot([s for s, _ in other], [v for _, v in other], "s--", label="validation, another task's description", lw=1.2)
     ax.set_xlabel("step")
     ax.set_ylabel("answer NLL per token")
     ax.set_title(args.title or args.run.parent.parent.name)

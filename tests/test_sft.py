@@ -185,6 +185,30 @@ def test_validation_families_pick_the_checkpoint(tiny_bank, tiny_zoo, resident, 
     assert saved["sft_tasks"]["val"] == 1 and saved["train"]["objective"] == "sft"
 
 
+def test_validation_measures_another_tasks_description(tiny_bank, tiny_zoo, resident, tmp_path):
+    """The held-out control during training: the validation rows again, each adapter made from the next
+    validation task's first description, the rows' own examples kept."""
+    cfg = sft_cfg(steps=4, val_families=2, val_every=2, lr=3e-2)
+    data = prepare_sft(tiny_bank, tiny_zoo, resident, cfg)
+    assert len(data.val) == 2
+    torch.manual_seed(0)
+    g = build("t2l", tiny_bank, hidden=32)
+    summary = train_generator(g, cfg, tmp_path / "o", sft_data=data, run_name="other")
+    logged = [h for h in summary["history"] if "val_nll" in h]
+    assert len(logged) == 2 and all("val_nll_other" in h for h in logged)
+    g.eval()
+    batch = val_batches(data, 4)[0]
+    other = [data.val[(t + 1) % 2] for t in batch[:, 0].tolist()]
+    cond = torch.stack([t.cond[0] for t in other])
+    flat, _ = g.adapter_for_training(cond, {"cond": cond, "index": torch.tensor([t.expert for t in other])})
+    want = rows_nll(data.resident, g.layout, flat, batch_examples(data, batch, validation=True)).mean()
+    got, own = (sft_step(g, data, batch, validation=True, other=o)["nll"] for o in (True, False))
+    torch.testing.assert_close(got, want)
+    assert abs(float(got - own)) > 1e-4  # trained on them, the two descriptions make different adapters
+    with pytest.raises(HypergenError, match="at least 2 tasks"):
+        sft_step(g, replace(data, val=data.val[:1]), batch[:1], validation=True, other=True)
+
+
 def test_api_train_warm_starts_from_a_saved_checkpoint(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     """recon, then sft from that checkpoint (--init): with lr 0 the sft run must keep the recon weights."""
     from safetensors.torch import load_file

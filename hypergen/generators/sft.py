@@ -446,9 +446,13 @@ def rows_nll(res, layout, flat: torch.Tensor, examples: list[list[Encoded]]) -> 
     return torch.zeros(len(examples), device=tok.device).index_add(0, row, tok) / torch.bincount(row, minlength=len(examples))
 
 
-def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool = False) -> dict[str, torch.Tensor]:
+def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool = False, other: bool = False) -> dict[str, torch.Tensor]:
     """The sft loss of a (B, 3 + k) batch of rows (TrainBatches, val_batches): the mean over rows of
-    each row's answer NLL under its generated adapter, plus the family's extra terms."""
+    each row's answer NLL under its generated adapter, plus the family's extra terms.
+
+    other: the evaluation's "another task's description" control. Each row's adapter is made from the
+    first description of the next task in the list; the row's examples stay its own, and so does any
+    description in its prompt. Validation measures it on unseen families, beside the plain NLL."""
     if sft is None:
         raise HypergenError("objective 'sft' needs the task data: call prepare_sft(bank, zoo, resident, cfg) and pass it to train_generator(sft_data=...).")
     if "sft" not in generator.objectives:
@@ -457,6 +461,10 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool =
         raise HypergenError("The sft data was prepared for another set of experts than the generator's bank; call prepare_sft with the same bank.")
     tasks = sft.val if validation else sft.tasks
     rows = batch.tolist()
+    if other:
+        if len(tasks) < 2:
+            raise HypergenError("The other-description control needs at least 2 tasks.")
+        rows = [[(r[0] + 1) % len(tasks), 0] for r in rows]  # whose description makes the adapter
     dev = generator.bank.emb.device
     cond = torch.stack([tasks[r[0]].cond[r[1]] for r in rows]).to(dev)  # (B, D)
     index = torch.tensor([tasks[r[0]].expert for r in rows], device=dev)

@@ -188,10 +188,17 @@ class LitGenerator(pl.LightningModule):
 
         nll = sft_step(self.generator, self._sft, batch, validation=True)["nll"]
         self.log("val/nll", nll, on_epoch=True, batch_size=len(batch))
+        if len(self._sft.val) > 1:  # the held-out control on unseen families: the same rows, another task's description
+            other = sft_step(self.generator, self._sft, batch, validation=True, other=True)["nll"]
+            self.log("val/nll_other", other, on_epoch=True, batch_size=len(batch))
 
     def on_validation_epoch_end(self):
-        if "val/nll" in self.trainer.callback_metrics and not self.trainer.sanity_checking:
-            self.history.append({"step": self.global_step, "val_nll": float(self.trainer.callback_metrics["val/nll"])})
+        metrics = self.trainer.callback_metrics
+        if "val/nll" in metrics and not self.trainer.sanity_checking:
+            entry = {"step": self.global_step, "val_nll": float(metrics["val/nll"])}
+            if "val/nll_other" in metrics:  # < val_nll: the description decides the adapter on unseen families
+                entry["val_nll_other"] = float(metrics["val/nll_other"])
+            self.history.append(entry)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["hypergen_history"] = self.history  # the loss curve survives a kill and a resume
