@@ -190,6 +190,9 @@ def test_bar_checks_the_best_family_against_the_targets():
     assert q["uses_description"] == [] and q["default"] == q["best_family"] == "sg+desc" and q["by"] == "nll"  # not mtlora+desc: blind to it
     assert {c["check"] for c in q["checks"]} >= {"main minus fair multi-task LoRA (mtlora+desc)"}
     assert "content metric picks the default generator and mode" in report_markdown({**quiet, "bar": q}, SimpleNamespace(suite="x", split="heldout", instances=3, seeds=1, out="o"))
+    # only the held-out split picks the shipped default: a seen run's rule is reported as that split's pick
+    on_seen = report_markdown({**quiet, "split": "seen", "bar": q}, SimpleNamespace(suite="x", split="seen", instances=3, seeds=1, out="o"))
+    assert "default generator and mode" not in on_seen and "this split's pick (the shipped default is picked on the held-out split): sg+desc" in on_seen
     blind = bar({**seen, "controls": {}})  # no controls scored: no method is shown to use its description
     assert blind["default"] is None and "picks no default generator" in report_markdown({**seen, "bar": blind}, SimpleNamespace(suite="x", split="seen", instances=3, seeds=1, out="o"))
 
