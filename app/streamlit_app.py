@@ -107,7 +107,7 @@ with st.sidebar:
     st.caption(f"zoo: {zoo}  \nbase: {base_name(SETTINGS.base)}  \nencoder: {SETTINGS.encoder}")
 
 st.title("hypergen")
-st.write("Describe a task in words and get a LoRA adapter for the base model, made from a zoo of trained experts.")
+st.write("Describe a task in words and get a LoRA adapter for the base model, made by a generator trained on hundreds of described tasks or on a zoo of expert adapters.")
 description = st.text_area("Describe the task", height=90, placeholder="Give the antonym of the word: the word with the opposite meaning.")
 inputs = [t.strip() for t in st.text_area("Inputs, one per line", height=90, placeholder="hot\nlarge", help=f"At most {MAX_INPUTS} lines of {MAX_INPUT_TOKENS} tokens each.").splitlines() if t.strip()]
 b1, b2, _ = st.columns([1, 1, 4])

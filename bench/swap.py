@@ -72,7 +72,7 @@ def main() -> None:
 
     lines = [
         f"Machine: {machine()}. Device: {res.device}. Base: {res.name} (fp32), adapters rank 8 on q_proj+v_proj "
-        f"({a.num_params():,} params), seed 0. Command: `.venv/bin/python bench/swap.py --runs {args.runs}`.",
+        f"({a.num_params():,} params), seed 0. Command: `.venv/bin/python bench/swap.py --runs {args.runs}{' --gguf' if args.gguf else ''}`.",
         "",
         "| operation | runs | p50 ms | p90 ms |",
         "|---|---:|---:|---:|",

@@ -9,7 +9,8 @@ Unlike sg, icm and abmll it needs no expert: it learns only through the frozen b
 (objectives = ("sft",), hypergen.generators.sft). The bank gives the layout and the neighbours that
 generate() reports, nothing else.
 
-What a feasibility run on SmolLM2 taught (../DESIGN.md, "A feasibility run"):
+What a feasibility run on SmolLM2 taught (the project's design notes, shared/DESIGN.md outside this
+repository, "A feasibility run"):
 - Plain output heads at lr 3e-4 diverged (loss 2.9 -> 8-10): each A/B entry hangs on ~256 trunk
   outputs, so Adam moves it much more per step than an ordinary LoRA's. Outputs scaled by
   head_scale = 1/128 and a short warm-up (TrainConfig.warmup) trained stably (3.75 -> 1.20).
