@@ -60,3 +60,26 @@ def test_icm_trains_with_ddp_on_two_cpu_processes(tiny_zoo, tmp_path):
         assert list(w.modules) == list(bank.layout.paths)
     assert [(tuple(a.shape), tuple(b.shape)) for a, b in got["ddp"].modules.values()] == [(tuple(a.shape), tuple(b.shape)) for a, b in got["one"].modules.values()]
     assert got["ddp"].alpha == got["one"].alpha and got["ddp"].num_params() == got["one"].num_params()
+
+
+@pytest.mark.slow
+def test_t2l_sft_trains_with_ddp_on_two_cpu_processes(tiny_zoo, tiny_path, tmp_path):
+    """The sft objective under DDP: each rank draws its own batches through the frozen base, validation
+    (own and another task's description) runs, and rank 0 writes a generator that loads."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYPERGEN_HOME": str(tmp_path / "home")}
+    cmd = [
+        sys.executable, "-m", "hypergen.cli", "train", "t2l", "--objective", "sft", "--zoo", str(tiny_zoo.root), "--encoder", "fake",
+        "--base", str(tiny_path), "--steps", "4", "--batch-size", "2", "--sft-examples", "1", "--val-families", "2", "--val-every", "2",
+        "--accelerator", "cpu", "--logger", "none", "--out", str(tmp_path / "ddp"), "--json", "--devices", "2", "--strategy", "ddp",
+    ]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-4000:]
+    docs = json_documents(p.stdout)
+    assert len(docs) == 1 and docs[0]["world_size"] == 2 and docs[0]["steps_done"] == 4, p.stdout[-2000:]
+    saved = json.loads((tmp_path / "ddp" / "train.json").read_text())
+    assert saved["world_size"] == 2 and saved["sft_tasks"]["val"] == 2, saved.keys()
+    logged = [h for h in saved["history"] if "val_nll" in h]
+    assert len(logged) == 2 and all("val_nll_other" in h for h in logged)
+    bank = ExpertBank.from_zoo(tiny_zoo, FakeEncoder())
+    w = load_generator(tmp_path / "ddp", bank, family="t2l").generate(FakeEncoder().encode([ANTONYM])[0]).weights
+    assert list(w.modules) == list(bank.layout.paths)

@@ -187,10 +187,12 @@ class LitGenerator(pl.LightningModule):
         from hypergen.generators.sft import sft_step
 
         nll = sft_step(self.generator, self._sft, batch, validation=True)["nll"]
-        self.log("val/nll", nll, on_epoch=True, batch_size=len(batch))
+        # sync_dist: under DDP each rank validates a share of the rows; every rank must see the same score,
+        # or the best-checkpoint callback decides differently per rank
+        self.log("val/nll", nll, on_epoch=True, batch_size=len(batch), sync_dist=True)
         if len(self._sft.val) > 1:  # the held-out control on unseen families: the same rows, another task's description
             other = sft_step(self.generator, self._sft, batch, validation=True, other=True)["nll"]
-            self.log("val/nll_other", other, on_epoch=True, batch_size=len(batch))
+            self.log("val/nll_other", other, on_epoch=True, batch_size=len(batch), sync_dist=True)
 
     def on_validation_epoch_end(self):
         metrics = self.trainer.callback_metrics
