@@ -44,8 +44,9 @@ H := $(BIN)/hypergen
 ORACLE_TITLE := The oracle zoo: experts trained on the held-out tasks (the evaluation's upper reference; not shipped)
 # the 4 zoo experts held out of the zoo-trained generators to measure them (docs/generators.md)
 ZOO_TRAIN := --lr 0.001 --zoo $(ZOO_BUILD) --val-experts tense --val-experts disambiguation_qa --val-experts unit_conversion/different_systems --val-experts operators
-# the shipped t2l run and its fair baseline mtlora (same rows and steps): --steps only says how far a run goes,
-# so 1200 continues or reproduces it; --export then writes its best step on validation (t2l 900, mtlora 400)
+# t2l and its fair baseline mtlora (same rows and steps) on data/descriptions/bigbench.json: --steps only says how
+# far a run goes, so 1200 continues a stopped run; --export then writes its best step on validation. (The shipped
+# t2l, best step 900, trained on that file before its variant tasks, 2026-11-30: check it out to reproduce it.)
 SFT_RUN := --objective sft --tasks descriptions --steps 1200 --batch-size 8 --sft-examples 1 --lr 3e-4 --warmup 20 --val-every 100 --logger csv --ckpt-every 50
 
 rebuild: rebuild-zoo rebuild-generators rebuild-results  ## every shipped artifact and published number, in order

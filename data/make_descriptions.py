@@ -4,7 +4,10 @@ bigbench.json: for every BIG-bench task a generator may train on, at least 8 des
 tagged with how it was made (data/README.md lists the sources), and under "heldout" the
 descriptions the held-out evaluation gives its tasks; no training description repeats one of those.
 templated.json: tasks whose inputs carry the instruction in a templated sentence (tense: "... Change
-tense to SIMPLE PAST:"), the variants and their counts, so a later step can make one task per variant.
+tense to SIMPLE PAST:"), the variants and their counts. A training task with such an instruction trains
+as one task per wording instead (hypergen.tasks.templated): `tense/change_tense_to_simple_past`, whose
+inputs lose the wording and whose descriptions carry it; bigbench.json's "variants" map names each one's
+parent and wording.
 
 Training tasks: the split's zoo, plus every task that misses the split's criteria only by having
 fewer than 80 examples (TRAIN_MIN_EXAMPLES here), minus held-out tasks and any task of a held-out
@@ -30,6 +33,7 @@ from hypergen.tasks.bigbench import PREFIX_FIELDS, _as_instruction, parse_task, 
 from hypergen.tasks.core import Task, clean_text, join_sentences, label_sentence, norm_text, read_json, says
 from hypergen.tasks.descriptions import DEFAULT_PATH, VERSION
 from hypergen.tasks.split import Split, SplitCriteria, TaskStats, _related, load_split
+from hypergen.tasks.templated import MIN_EXAMPLES as VARIANT_MIN_EXAMPLES, variant_instances, variant_name
 
 TRAIN_MIN_EXAMPLES = 30
 """A task this small cannot train and test an expert, but it still teaches a generator (SFT)."""
@@ -90,6 +94,7 @@ def build(root: Path, split: Split) -> tuple[dict, dict]:
     heldout_texts: set[str] = set()  # every reader variant of a held-out task: none may train
     seen_eval: dict[str, str] = {}
     templated = []
+    variants: dict[str, dict] = {}  # variant task -> its parent and wording
     counts = Counter()
     for name, data, parent, task in read_tasks(root):
         counts["files"] += 1
@@ -112,13 +117,21 @@ def build(root: Path, split: Split) -> tuple[dict, dict]:
             continue
         in_split = name in zoo and split.sizes.get(name) == len(task.instances)
         indices = split.instances[name]["train"] if in_split else None
+        found = templated_instructions(name, data)
+        templated += [dict(t, side="train") for t in found]
+        split_up = variant_tasks(name, data, parent, task, indices, found)
+        if split_up:  # the wordings train as tasks of their own; the parent, instruction in its inputs, does not
+            for vname, (instruction, items) in split_up.items():
+                variants[vname] = {"parent": name, "instruction": instruction}
+                train[vname] = items
+            counts["split_into_variants"] += 1
+            continue
         train[name] = describe(name, data, parent, task, indices)
         if name in zoo:
             seen_eval[name] = task.descriptions[-1]
-        templated += [dict(t, side="train") for t in templated_instructions(name, data)]
     if not train:
         raise SystemExit(f"No BIG-bench task under {root} is usable for training: check --root and --split.")
-    missing = sorted(zoo - set(train))
+    missing = sorted(zoo - set(train) - {v["parent"] for v in variants.values()})
     if missing:
         raise SystemExit(f"zoo tasks not found in the cache: {missing[:5]}...: is the split from this cache?")
 
@@ -137,7 +150,7 @@ def build(root: Path, split: Split) -> tuple[dict, dict]:
         "training_tasks": len(train),
         "training_families": len({n.split("/")[0] for n in train}),
         "zoo_tasks": len(zoo),
-        "training_only_tasks": len(train) - len(zoo),
+        "training_only_tasks": sum(n not in zoo and n not in variants for n in train),
         "training_tasks_with_target": len(train) - len(short),
         "descriptions": sum(per_task),
         "descriptions_per_task": {"min": min(per_task), "median": statistics.median(per_task), "max": max(per_task)},
@@ -148,6 +161,8 @@ def build(root: Path, split: Split) -> tuple[dict, dict]:
         "excluded_held_out_family": counts["held_out_family"],
         "excluded_ineligible": counts["ineligible"],
         "templated_tasks": len({t["task"] for t in templated}),
+        "tasks_split_into_variants": counts["split_into_variants"],
+        "variant_tasks": len(variants),
     }
     doc = {
         "version": VERSION,
@@ -158,6 +173,7 @@ def build(root: Path, split: Split) -> tuple[dict, dict]:
         "short": {n: [d["text"] for d in train[n]] for n in sorted(short)},
         "tasks": train,
         "heldout": heldout,
+        "variants": variants,
     }
     return doc, {"version": VERSION, "criteria": _template_criteria(), "tasks": templated}
 
@@ -401,6 +417,34 @@ def _segments(text: str) -> list[str]:
     return parts
 
 
+def variant_tasks(
+    name: str, data: dict, parent: dict | None, task: Task, indices: list[int] | None, found: list[dict]
+) -> dict[str, tuple[str, list]]:
+    """Variant task -> (its wording, its description candidates) for the first templated position found,
+    one task per wording seen in at least VARIANT_MIN_EXAMPLES inputs; {} when none qualifies.
+
+    A variant is described like a task of its own (its examples are its inputs with the wording cut out,
+    from the split's train part for a zoo task), each description led by the wording as a sentence, and
+    the wording alone is one more description: what a user would type."""
+    out = {}
+    for v in (found[0]["variants"] if found else []):
+        kept, where = variant_instances(task.instances, v["text"])
+        if len(kept) < VARIANT_MIN_EXAMPLES:
+            continue
+        vname = variant_name(name, v["text"])
+        vtask = Task(vname, task.descriptions, kept, task.categories, task.source)
+        own = set(indices) if indices is not None else None
+        vindices = [j for j, i in enumerate(where) if i in own] if own is not None else None
+        items = describe(name, data, parent, vtask, vindices)  # the parent's title and subtask; the variant's examples
+        lead = join_sentences(v["text"])
+        extra = []
+        pairs = pick_examples(name, data, vtask, vindices, k=40)
+        if len(pairs) >= 4:  # the wording with one more example than describe shows: "title" is often a near-copy of the wording
+            extra.append(("wording_example", f'{lead} For instance, "{pairs[3][0]}" -> "{pairs[3][1]}".'))
+        out[vname] = (v["text"], [("wording", lead)] + extra + [(source, join_sentences(lead, text)) for source, text in items])
+    return out
+
+
 # --- writing --------------------------------------------------------------------------------------
 
 
@@ -421,7 +465,7 @@ def _json(value) -> str:
 def write(root: Path, split: Split, out: Path) -> dict:
     doc, templated = build(root, split)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bigbench.json").write_text(dumps(doc, ("short", "tasks", "heldout")), encoding="utf-8")
+    (out / "bigbench.json").write_text(dumps(doc, ("short", "tasks", "heldout", "variants")), encoding="utf-8")
     lines = [_json(t) for t in templated["tasks"]]
     head = json.dumps({k: v for k, v in templated.items() if k != "tasks"}, indent=2)[:-2]
     body = ',\n  "tasks": [\n    ' + ",\n    ".join(lines) + "\n  ]\n}\n"

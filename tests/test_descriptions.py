@@ -19,15 +19,16 @@ from hypergen.tasks.descriptions import (
     Description,
     load_descriptions,
     load_eval_descriptions,
+    load_variants,
 )
 from hypergen.tasks.split import Split, SplitCriteria, _related, divide_instances
 
 # The committed file's numbers, as data/README.md states them.
-TRAINING_TASKS = 777
-TASKS_WITH_8 = 777
+TRAINING_TASKS = 799
+TASKS_WITH_8 = 799
 SOURCES = {
     "reader", "own", "subtask_first", "parent", "instruction", "keywords", "prefixes", "example",
-    "examples", "format", "title", "title_keywords", "answers",
+    "examples", "format", "title", "title_keywords", "answers", "wording", "wording_example",
 }  # fmt: skip
 
 
@@ -62,7 +63,7 @@ def test_committed_file_loads_with_enough_descriptions_per_task(committed):
 def test_committed_training_tasks_hold_the_zoo_and_nothing_held_out():
     split = load_split()
     names = set(load_descriptions())
-    assert set(split.zoo) <= names
+    assert set(split.zoo) <= names | {parent for parent, _ in load_variants().values()}  # tense trains as its 12 wordings
     heldout_families = {n.split("/")[0] for n in split.heldout} | set(split.counts["heldout_families"])
     for name in names:
         family = name.split("/")[0]
@@ -76,6 +77,18 @@ def test_committed_eval_descriptions_are_never_training_descriptions():
     assert all(d.source == "eval" for v in evals.values() for d in v)
     training = {norm_text(d.text) for v in load_descriptions().values() for d in v}
     assert not {norm_text(d.text) for v in evals.values() for d in v} & training
+
+
+def test_committed_variant_tasks_replace_their_parents():
+    """Issue 17.4: tense trains as one task per wording, each described with its wording."""
+    variants, tasks = load_variants(), load_descriptions()
+    assert len(variants) == 53 and set(variants) <= set(tasks)
+    for name, (parent, wording) in variants.items():
+        assert name.startswith(parent + "/") and parent not in tasks, name
+        assert all(norm_text(wording.rstrip(":")) in norm_text(d.text) for d in tasks[name] if d.source == "wording"), name
+    tense = {n: w for n, (p, w) in variants.items() if p == "tense"}
+    assert len(tense) == 12 and tense["tense/change_tense_to_simple_past"] == "Change tense to SIMPLE PAST:"
+    assert all(d.text.startswith("Change tense to SIMPLE PAST.") for d in tasks["tense/change_tense_to_simple_past"])
 
 
 def test_committed_templated_analysis_finds_tense():
@@ -211,13 +224,18 @@ def test_script_is_deterministic_and_keeps_held_out_text_out_of_training(fake_bi
 
     path = tmp_path / "a" / "bigbench.json"
     tasks = load_descriptions(path, minimum=1)
-    assert list(tasks) == ["alpha", "beta/hotels_one", "beta/movies_two", "delta"]  # not gamma*, tiny
-    assert len(tasks["alpha"]) >= 8 and len(tasks["beta/hotels_one"]) >= 8
-    alpha = {d.source: d.text for d in tasks["alpha"]}
+    # alpha's inputs end in one of two instructions: it trains as one task per wording, not as itself
+    past, future = "alpha/change_tense_to_past", "alpha/change_tense_to_future"
+    assert list(tasks) == [future, past, "beta/hotels_one", "beta/movies_two", "delta"]  # not gamma*, tiny
+    assert load_variants(path) == {future: ("alpha", "Change tense to FUTURE:"), past: ("alpha", "Change tense to PAST:")}
+    assert len(tasks[past]) >= 8 and len(tasks["beta/hotels_one"]) >= 8
+    alpha = {d.source: d.text for d in tasks[past]}
+    assert all(t.startswith("Change tense to PAST.") for t in alpha.values()) and alpha["wording"] == "Change tense to PAST."
     assert alpha["prefixes"].endswith("Inputs start with 'Sentence:'; the answer follows 'Rewritten:'.")
-    assert alpha["keywords"].startswith("A task about syntax and paraphrase: ")  # "zero-shot" is no topic
-    assert alpha["instruction"] == "Rewrite the sentence in the tense it asks for."
-    assert " -> " in alpha["example"] and alpha["title"] == "Alpha."
+    assert "A task about syntax and paraphrase: " in alpha["keywords"]  # "zero-shot" is no topic
+    assert alpha["instruction"] == "Change tense to PAST. Rewrite the sentence in the tense it asks for."
+    assert " -> " in alpha["example"] and "ed today" in alpha["example"] and "Change tense" not in alpha["example"].split(" e.g. ")[1]
+    assert alpha["title"] == "Change tense to PAST. Alpha."
     beta = {d.source: d.text for d in tasks["beta/hotels_one"]}
     assert beta["parent"] == "Judge the sentiment of short reviews. Subtask: hotels one."
     assert beta["subtask_first"].startswith("Hotels one. Reviews in one domain.")
@@ -242,3 +260,50 @@ def test_script_is_deterministic_and_keeps_held_out_text_out_of_training(fake_bi
         {"text": "Change tense to PAST:", "count": 20},
     ]
     assert not [t for t in templated if t["task"].startswith("beta")]  # reviews share no instruction
+
+
+def test_variant_tasks_train_on_their_parents_inputs_without_the_wording(fake_bigbench, tmp_path):
+    """sft_data builds a variant task from its parent's instances: those holding the wording, cut out;
+    20 instances are enough for a variant (alpha itself would need --min-examples 30 to count)."""
+    from hypergen.tasks.sft_data import described_tasks
+    from hypergen.tasks.templated import strip_instruction
+
+    root, split_path = fake_bigbench
+    _script().main(["--root", str(root), "--split", str(split_path), "--out", str(tmp_path / "d")])
+    suite = load_suite(root)
+    tasks, small = described_tasks(suite, tmp_path / "d" / "bigbench.json", load_split(split_path), min_examples=30)
+    by = {t.name: t for t in tasks}
+    assert small == 0 and {"alpha/change_tense_to_past", "alpha/change_tense_to_future"} <= set(by) and "alpha" not in by
+    parent = suite.get("alpha").instances
+    for wording, name in (("Change tense to PAST:", "alpha/change_tense_to_past"), ("Change tense to FUTURE:", "alpha/change_tense_to_future")):
+        expected = {strip_instruction(i.input, wording): i.targets for i in parent if wording in i.input}
+        got = by[name].train + by[name].val
+        assert len(got) == 20 and by[name].val and by[name].family == "alpha"
+        assert all("Change tense" not in i.input and expected[i.input] == i.targets for i in got)
+
+
+@pytest.mark.parametrize(
+    "text, wording, out",
+    [
+        ("She walks. Change tense to PAST:", "Change tense to PAST:", "She walks."),
+        ("Q: She walks.  Change tense\nto PAST:\nA:", "Change tense to PAST:", "Q: She walks.\nA:"),
+        ("What word is shown below?\n  ##\n #  #", "What word is shown below?", "  ##\n #  #"),  # the art keeps its indentation
+        ("Which is sarcastic? (a) x (b) y", "Which is sarcastic?", "(a) x (b) y"),
+        ("Change tense to PAST:", "Change tense to PAST:", None),  # nothing left
+        ("Y and Y", "Y", None),  # not exactly once
+        ("She walks.", "Change tense to PAST:", None),
+    ],
+)
+def test_strip_instruction(text, wording, out):
+    from hypergen.tasks.templated import strip_instruction
+
+    assert strip_instruction(text, wording) == out
+
+
+def test_variant_names_keep_the_family():
+    from hypergen.tasks.templated import variant_name
+
+    assert variant_name("tense", "Change tense to SIMPLE PAST:") == "tense/change_tense_to_simple_past"
+    assert variant_name("common_morpheme", "Quel est le morphème commun:") == "common_morpheme/quel_est_le_morpheme_commun"
+    kannada = variant_name("kannada", "ನಾನು ಯಾರು?")
+    assert kannada.startswith("kannada/wording_") and kannada == variant_name("kannada", "ನಾನು ಯಾರು?")

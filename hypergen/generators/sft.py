@@ -14,7 +14,7 @@ batch. The draw for step s is a function of (seed, rank, s) alone: a run resumed
 exactly what the uninterrupted one would have. A share of the rows (TrainConfig.sft_prompt_description)
 also has the row's description in its prompt, formatted as the evaluation's `+desc` methods format it.
 
-Preparing the tasks of a descriptions file (reading 777 BIG-bench files, tokenising, embedding 8,008
+Preparing the tasks of a descriptions file (reading ~800 BIG-bench files, tokenising, embedding ~8,200
 descriptions) takes ~10 CPU minutes, so it is cached on disk (paths.home()/cache/sft/<key>.pt), keyed
 by every input that changes it (`cache_key`); a run or a resume with the same inputs loads it in seconds.
 
@@ -52,7 +52,7 @@ from hypergen.rowlora import RowLora
 CACHE_VERSION = 1
 """Bump when prepare_sft makes something else of the same inputs: older cache files are then ignored."""
 CODE_FILES = ("data.py", "tasks/core.py", "tasks/bigbench.py", "tasks/sni.py", "tasks/jsonl.py", "tasks/prompt.py",
-              "tasks/sft_data.py", "tasks/descriptions.py", "tasks/split.py")
+              "tasks/sft_data.py", "tasks/descriptions.py", "tasks/split.py", "tasks/templated.py")
 """The modules (under hypergen/) whose code decides the cached examples: their content is in the key."""
 PREPARE_FIELDS = ("tasks", "task_suite", "descriptions", "min_examples", "sft_max_train", "sft_max_tokens")
 """The TrainConfig fields the cached part of prepare_sft reads (the seed, val_families and max_tasks only divide it)."""

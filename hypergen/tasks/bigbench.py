@@ -352,7 +352,7 @@ def readable_subtask(name: str) -> str:
     """ "2_digit_multiplication" -> "2 digit multiplication"; numbering and file-format words go."""
     if "/" not in name:
         return ""
-    words = name.split("/", 1)[1].replace("-", "_").split("_")
+    words = name.split("/", 1)[1].replace("/", "_").replace("-", "_").split("_")  # a variant task has 3 parts
     words = [w for w in words if w and w != "json" and not re.fullmatch(r"(sub)?task\d+", w)]
     return " ".join(words)
 

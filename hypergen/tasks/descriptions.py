@@ -64,6 +64,17 @@ def load_descriptions(
     return {name: known[name] for name in names}
 
 
+def load_variants(path: str | Path = DEFAULT_PATH) -> dict[str, tuple[str, str]]:
+    """Variant task -> (parent task, the instruction wording cut out of the parent's inputs): the tasks
+    `data/make_descriptions.py` made from a templated instruction (hypergen.tasks.templated). A file
+    written before variants existed has none."""
+    path, data = _read(path)
+    try:
+        return {name: (str(v["parent"]), str(v["instruction"])) for name, v in (data.get("variants") or {}).items()}
+    except (TypeError, KeyError, AttributeError) as e:
+        raise HypergenError(f"{path}: malformed 'variants' map ({e!r}): {_REMAKE}.") from e
+
+
 def load_eval_descriptions(path: str | Path = DEFAULT_PATH) -> dict[str, list[Description]]:
     """Held-out task -> the descriptions the evaluation gives it (never used in training)."""
     path, data = _read(path)

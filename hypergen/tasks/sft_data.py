@@ -3,13 +3,16 @@
 Three sources (TrainConfig.tasks):
 - "zoo":          the zoo experts' own tasks, with the descriptions the zoo stored (the bank's variants).
 - "descriptions": every task of a descriptions file (data/descriptions/bigbench.json by default) read
-                  from a task suite (BIG-bench by default): 777 tasks from 100 families, not only the zoo's.
+                  from a task suite (BIG-bench by default): 799 tasks from 100 families, not only the zoo's
+                  (53 of them one instruction wording of a parent task each, hypergen.tasks.templated).
 - "suite":        every task of a task suite (e.g. your JSONL); each must have descriptions in the file.
 
 Instances: a task in the split (the zoo-eligible ones) trains on the split's train part and validates on
 its val part, so its test part stays unseen; any other task trains on everything but a fixed, seeded
 validation slice. Tasks with fewer than `min_examples` usable instances are left out (and counted):
-far below the split's 80, since a task with 30 examples still teaches a generator.
+far below the split's 80, since a task with 30 examples still teaches a generator. A variant task (one
+wording of an instruction the parent's inputs carry, hypergen.tasks.templated) is divided as its parent
+is, so a zoo task's test part stays unseen, and needs only hypergen.tasks.templated.MIN_EXAMPLES.
 Validation holds whole families apart (`split_families`): no validation task shares a family with a
 training one, and held-out families (the evaluation's) are never read at all.
 """
@@ -65,15 +68,26 @@ def described_tasks(suite, descriptions_path, split, *, names=None, min_examples
     descriptions. Returns (tasks, number left out for too few examples). A held-out family is refused."""
     from hypergen.tasks.descriptions import load_descriptions
 
+    from hypergen.tasks.descriptions import load_variants
+    from hypergen.tasks.templated import MIN_EXAMPLES as VARIANT_MIN_EXAMPLES, variant_instances
+
     desc = load_descriptions(descriptions_path, names)  # names given: each must have descriptions, none held out
+    variants = load_variants(descriptions_path)
     held = heldout_families(descriptions_path, split)
     leaked = sorted(n for n in desc if n.split("/", 1)[0] in held)
     if leaked:
         raise HypergenError(f"{descriptions_path} describes tasks of held-out families ({', '.join(leaked[:3])}): "
                             "training on them would leak the evaluation; remake the file with `python data/make_descriptions.py`.")
-    tasks, small = [], 0
+    tasks, small, parents = [], 0, {}
     for name, ds in desc.items():
-        parts = divide(suite.get(name), split, min_examples, max_train)  # a name the suite lacks raises with close matches
+        if name in variants:  # the parent's instances holding this wording, the wording cut out (hypergen.tasks.templated)
+            parent, wording = variants[name]
+            if parent not in parents:  # read once for all its variants
+                parents[parent] = divide(suite.get(parent), split, 0, 10**9)
+            train, val = (variant_instances(part, wording)[0] for part in parents[parent])
+            parts = (train[:max_train], val) if len(train) + len(val) >= min(min_examples, VARIANT_MIN_EXAMPLES) else None
+        else:
+            parts = divide(suite.get(name), split, min_examples, max_train)  # a name the suite lacks raises with close matches
         if parts is None:
             small += 1
             continue
