@@ -66,9 +66,7 @@ def heldout_families(descriptions_path, split) -> set[str]:
 def described_tasks(suite, descriptions_path, split, *, names=None, min_examples: int = 30, max_train: int = 128) -> tuple[list[SftTask], int]:
     """Tasks of `suite` named in the descriptions file (names=None) or the given names, each with its
     descriptions. Returns (tasks, number left out for too few examples). A held-out family is refused."""
-    from hypergen.tasks.descriptions import load_descriptions
-
-    from hypergen.tasks.descriptions import load_variants
+    from hypergen.tasks.descriptions import load_descriptions, load_variants
     from hypergen.tasks.templated import MIN_EXAMPLES as VARIANT_MIN_EXAMPLES, variant_instances
 
     desc = load_descriptions(descriptions_path, names)  # names given: each must have descriptions, none held out
