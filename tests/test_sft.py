@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from hypergen.data import answer_loss, collate
+from hypergen.data import answer_loss, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.generators import ExpertBank, build
-from hypergen.data import encode_example
 from hypergen.generators.sft import TrainBatches, batch_examples, prepare_sft, rows_nll, sft_step, val_batches
 from hypergen.generators.train import RUN_ONLY, LitGenerator, TrainConfig, export_run, run_folder, train_generator
 from hypergen.text import FakeEncoder
@@ -183,6 +183,40 @@ def test_validation_families_pick_the_checkpoint(tiny_bank, tiny_zoo, resident, 
         torch.testing.assert_close(v, best[f"generator.{k}"])  # the generator kept is the best, not the last
     saved = json.loads((tmp_path / "v" / "train.json").read_text())
     assert saved["sft_tasks"]["val"] == 1 and saved["train"]["objective"] == "sft"
+
+
+def test_a_run_killed_after_a_validation_keeps_its_score(tiny_bank, tiny_zoo, resident, tmp_path, monkeypatch):
+    """The step-2 checkpoint is written before step 2's validation: killed at step 3, the rerun must still
+    know that validation (its history entry and the best score so far), or the loss curve loses a point
+    and a worse later step can replace the best checkpoint."""
+    cfg = sft_cfg(steps=4, val_families=1, val_every=2, ckpt_every=2, lr=3e-2)
+    data = prepare_sft(tiny_bank, tiny_zoo, resident, cfg)
+    torch.manual_seed(0)
+    whole = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    start = {k: v.clone() for k, v in whole.state_dict().items()}
+    ref = train_generator(whole, cfg, tmp_path / "whole", sft_data=data, run_name="whole")
+    g = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    g.load_state_dict(start)
+    step = LitGenerator.training_step
+
+    def dies_at_3(self, batch, i):
+        if self.global_step == 3:
+            raise KeyboardInterrupt("SIGKILL stand-in")
+        return step(self, batch, i)
+
+    monkeypatch.setattr(LitGenerator, "training_step", dies_at_3)
+    with pytest.raises(BaseException):
+        train_generator(g, cfg, tmp_path / "killed", sft_data=data, run_name="killed")
+    monkeypatch.setattr(LitGenerator, "training_step", step)
+    g2 = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    again = train_generator(g2, cfg, tmp_path / "killed", sft_data=data, run_name="killed")
+    assert again["resumed_from"] == 2 and not list(Path(again["best_checkpoint"]).parent.glob("*.tmp"))
+    vals = [(h["step"], h["val_nll"]) for h in again["history"] if "val_nll" in h]
+    assert [s for s, _ in vals] == [h["step"] for h in ref["history"] if "val_nll" in h] == [2, 4]
+    assert again["best_val_nll"] == pytest.approx(ref["best_val_nll"], abs=1e-5)
+    assert again["best_val_nll"] == pytest.approx(min(v for _, v in vals), abs=1e-6)
+    for k, v in whole.state_for_save().items():  # the same generator kept as the uninterrupted run's
+        torch.testing.assert_close(g2.state_for_save()[k], v, atol=1e-6, rtol=1e-5)
 
 
 def test_validation_measures_another_tasks_description(tiny_bank, tiny_zoo, resident, tmp_path):

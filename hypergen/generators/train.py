@@ -217,6 +217,27 @@ class LitGenerator(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": warm, "interval": "step"}}
 
 
+class _BestCheckpoint(pl.callbacks.ModelCheckpoint):
+    """The best checkpoint on validation NLL. The step checkpoint (every ckpt_every steps) writes last.ckpt
+    before that step's validation; this writes it again after, so a kill before the next save keeps the
+    validation's history entry and the best score so far (without it, a worse later step could replace
+    best.ckpt after a resume)."""
+
+    def __init__(self, ckpt_every: int, **kw):
+        super().__init__(**kw)
+        self.ckpt_every = ckpt_every
+
+    def on_validation_end(self, trainer, pl_module):
+        super().on_validation_end(trainer, pl_module)
+        if trainer.sanity_checking or trainer.global_step % self.ckpt_every:
+            return
+        last = Path(self.dirpath) / "last.ckpt"
+        tmp = last.with_name("last.ckpt.tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it (it ends in a barrier); rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, last)  # a kill mid-write leaves the old last.ckpt whole
+
+
 def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> dict:
     """Fit `generator` and save it to `out` (generator.json + generator.safetensors + train.json)."""
     from hypergen.zoo.expert import make_logger, progress_bars
@@ -242,7 +263,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
 
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=cfg.ckpt_every, save_last=True, save_top_k=0)
     # the kept checkpoint: the best validation NLL (its score survives a resume inside last.ckpt)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min", save_top_k=1) if validate else None
+    best = _BestCheckpoint(cfg.ckpt_every, dirpath=ckpt_dir, filename="best", monitor="val/nll", mode="min", save_top_k=1) if validate else None
 
     class _Cfg:  # ExpertConfig-like view for the shared logger factory
         logger = cfg.logger
