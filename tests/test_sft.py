@@ -129,20 +129,14 @@ def test_batches_are_a_function_of_the_step_and_drawn_family_first(sft):
     assert 0.4 < float((rows[:, 0] == 0).float().mean()) < 0.6
 
 
-@pytest.mark.parametrize("share", [0.0, 0.5], ids=["plain", "half-with-description"])
-def test_a_killed_run_resumes_to_the_same_end(tiny_bank, tiny_zoo, resident, tmp_path, monkeypatch, share):
-    """Stopped after step 3 (last checkpoint at 2), the rerun loads it and ends where an uninterrupted run
-    does; before the rerun, --export writes the generator of that last checkpoint (no validation here)."""
-    cfg = sft_cfg(steps=6, ckpt_every=2, log_every=1, sft_prompt_description=share, sft_max_tokens=400)  # room for descriptions
-    sft = prepare_sft(tiny_bank, tiny_zoo, resident, cfg)
-    flagged = sum(int(TrainBatches(sft, cfg.batch_size, cfg.seed, prompt_description=share)[s][:, 2].sum()) for s in range(6))
-    assert (flagged > 0) == (share > 0)
+def _whole_and_killed_at_3(bank, cfg, data, tmp_path, name, monkeypatch):
+    """Two runs of `cfg` from the same start: one whole (returns its generator and summary), one (`name`)
+    stopped when step 3 begins, a SIGKILL stand-in that leaves its checkpoints as they were."""
     torch.manual_seed(0)
-    whole = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    whole = build("t2l", bank, hidden=32, dropout=0.0, noise=0.0)
     start = {k: v.clone() for k, v in whole.state_dict().items()}
-    ref = train_generator(whole, cfg, tmp_path / "whole", sft_data=sft, run_name="whole")
-
-    g = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    ref = train_generator(whole, cfg, tmp_path / "whole", sft_data=data, run_name="whole")
+    g = build("t2l", bank, hidden=32, dropout=0.0, noise=0.0)
     g.load_state_dict(start)
     step = LitGenerator.training_step
 
@@ -152,9 +146,21 @@ def test_a_killed_run_resumes_to_the_same_end(tiny_bank, tiny_zoo, resident, tmp
         return step(self, batch, i)
 
     monkeypatch.setattr(LitGenerator, "training_step", dies_at_3)
-    with pytest.raises(BaseException):
-        train_generator(g, cfg, tmp_path / "resumed", sft_data=sft, run_name="resumed")
+    with pytest.raises((KeyboardInterrupt, SystemExit)):  # Lightning ends a run that catches Ctrl-C with exit 1
+        train_generator(g, cfg, tmp_path / name, sft_data=data, run_name=name)
     monkeypatch.setattr(LitGenerator, "training_step", step)
+    return whole, ref
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5], ids=["plain", "half-with-description"])
+def test_a_killed_run_resumes_to_the_same_end(tiny_bank, tiny_zoo, resident, tmp_path, monkeypatch, share):
+    """Stopped after step 3 (last checkpoint at 2), the rerun loads it and ends where an uninterrupted run
+    does; before the rerun, --export writes the generator of that last checkpoint (no validation here)."""
+    cfg = sft_cfg(steps=6, ckpt_every=2, log_every=1, sft_prompt_description=share, sft_max_tokens=400)  # room for descriptions
+    sft = prepare_sft(tiny_bank, tiny_zoo, resident, cfg)
+    flagged = sum(int(TrainBatches(sft, cfg.batch_size, cfg.seed, prompt_description=share)[s][:, 2].sum()) for s in range(6))
+    assert (flagged > 0) == (share > 0)
+    whole, ref = _whole_and_killed_at_3(tiny_bank, cfg, sft, tmp_path, "resumed", monkeypatch)
     exported = export_run(build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0), replace(cfg, steps=100), tmp_path / "resumed", sft_data=sft, run_name="resumed")
     last = torch.load(exported["exported_from"], map_location="cpu", weights_only=False)
     assert exported["exported_from"].endswith("last.ckpt") and exported["step"] == last["global_step"] == 2 and exported["val_nll"] is None
@@ -191,23 +197,7 @@ def test_a_run_killed_after_a_validation_keeps_its_score(tiny_bank, tiny_zoo, re
     and a worse later step can replace the best checkpoint."""
     cfg = sft_cfg(steps=4, val_families=1, val_every=2, ckpt_every=2, lr=3e-2)
     data = prepare_sft(tiny_bank, tiny_zoo, resident, cfg)
-    torch.manual_seed(0)
-    whole = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
-    start = {k: v.clone() for k, v in whole.state_dict().items()}
-    ref = train_generator(whole, cfg, tmp_path / "whole", sft_data=data, run_name="whole")
-    g = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
-    g.load_state_dict(start)
-    step = LitGenerator.training_step
-
-    def dies_at_3(self, batch, i):
-        if self.global_step == 3:
-            raise KeyboardInterrupt("SIGKILL stand-in")
-        return step(self, batch, i)
-
-    monkeypatch.setattr(LitGenerator, "training_step", dies_at_3)
-    with pytest.raises(BaseException):
-        train_generator(g, cfg, tmp_path / "killed", sft_data=data, run_name="killed")
-    monkeypatch.setattr(LitGenerator, "training_step", step)
+    whole, ref = _whole_and_killed_at_3(tiny_bank, cfg, data, tmp_path, "killed", monkeypatch)
     g2 = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
     again = train_generator(g2, cfg, tmp_path / "killed", sft_data=data, run_name="killed")
     assert again["resumed_from"] == 2 and not list(Path(again["best_checkpoint"]).parent.glob("*.tmp"))
