@@ -169,3 +169,22 @@ def test_a_packed_generator_loads_as_the_fp16_one_within_int8_rounding(tmp_path,
     assert again.exit_code != 0 and "not empty" in again.output
     nothing = cli("generator-pack", tmp_path, tmp_path / "other")
     assert nothing.exit_code != 0 and "not a generator checkpoint" in nothing.output
+    twice = cli("generator-pack", tmp_path / "q8", tmp_path / "q8q8")  # its float32 row scales would go fp16
+    assert twice.exit_code != 0 and "packed already" in twice.output
+
+
+def test_a_checkpoint_without_its_weights_or_for_another_alpha_is_refused(tmp_path, tiny_zoo):
+    """Loaded anyway, the first would answer untrained, the second make every dW at the wrong scale."""
+    from hypergen.generators import build, checkpoint, load_generator
+
+    bank = api.bank(str(tiny_zoo.root), "fake")
+    build("t2l", bank).save(tmp_path / "g")
+    shutil.copytree(tmp_path / "g", tmp_path / "no_weights")
+    (tmp_path / "no_weights" / checkpoint.WEIGHTS_FILE).unlink()
+    with pytest.raises(HypergenError, match="no generator.safetensors"):
+        load_generator(tmp_path / "no_weights", bank)
+    meta = json.loads((tmp_path / "g" / "generator.json").read_text())
+    meta["layout"]["alpha"] *= 2
+    (tmp_path / "g" / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(HypergenError, match="another LoRA layout"):
+        load_generator(tmp_path / "g", bank)

@@ -78,11 +78,13 @@ def load_generator(folder: str | Path, bank, *, family: str | None = None, base_
     require_same_base(meta.get("base_model"), base_model or bank.meta.get("base_model"), f"Generator {folder}")
     _require_same_encoder(meta, bank, folder)
     layout = Layout.from_dict(meta["layout"])
-    if layout.paths != bank.layout.paths or layout.a_shapes != bank.layout.a_shapes:
-        raise HypergenError(f"Generator {folder} was trained on a zoo with another LoRA layout than the zoo at {bank.meta.get('zoo')}.")
+    if layout != bank.layout:  # alpha too: flat adapters are scaled by alpha / rank
+        raise HypergenError(f"Generator {folder} was trained on a zoo with another LoRA layout (modules, shapes or alpha) than the zoo at {bank.meta.get('zoo')}.")
     gen = cls(cls.Config.from_dict(meta["config"]), bank)
     gen.checkpoint = folder
     wfile = folder / WEIGHTS_FILE
+    if cls.trainable and not wfile.is_file():  # else it would answer untrained
+        raise HypergenError(f"{folder} has generator.json but no {WEIGHTS_FILE}: copy the whole folder, or train it again.")
     if wfile.is_file():
         state = _unpacked(load_file(str(wfile)))
         tfile = folder / TRAINING_FILE
@@ -120,8 +122,10 @@ def pack_generator(source: str | Path, dest: str | Path) -> Path:
     from hypergen.quant import quantize_rows
 
     source, dest = Path(source), Path(dest)
-    if not (source / "generator.json").is_file():
-        raise HypergenError(f"{source} is not a generator checkpoint (no generator.json).")
+    if not (source / "generator.json").is_file() or not (source / WEIGHTS_FILE).is_file():
+        raise HypergenError(f"{source} is not a generator checkpoint (it needs generator.json and {WEIGHTS_FILE}).")
+    if "packed" in json.loads((source / "generator.json").read_text()):
+        raise HypergenError(f"{source} is packed already: pack the folder `hypergen train` wrote.")
     if dest.exists() and any(dest.iterdir()):
         raise HypergenError(f"{dest} exists and is not empty: pack into a new folder.")
     state, packed = load_file(str(source / WEIGHTS_FILE)), {}
