@@ -83,6 +83,27 @@ def test_gradient_reaches_the_generator_not_the_base(sft, tiny_bank, resident, f
     assert all(p.grad is None for p in resident.model.parameters())
 
 
+@pytest.mark.parametrize("family", ["abmll", "sg", "icm", "t2l", "mtlora"])
+def test_validation_scores_the_adapter_generate_makes(sft, tiny_bank, family):
+    """In eval mode the sft adapter is deterministic and, for a row whose task is a zoo expert, is what
+    generate() makes from the description: not a draw, and not read off the task's own expert (sg's
+    semantic prior leaves that expert out, as for a task the zoo lacks, so it is only checked to repeat)."""
+    torch.manual_seed(0)
+    g = build(family, tiny_bank).eval()
+    with torch.no_grad():  # untrained, the output heads are near 0 and would hide a wrong latent
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    cond = torch.stack([t.cond[0] for t in sft.tasks[:2]])
+    index = torch.tensor([t.expert for t in sft.tasks[:2]])
+    assert bool((index >= 0).all())  # the demo tasks are the tiny zoo's experts
+    first, again = (g.adapter_for_training(cond, {"cond": cond, "index": index})[0] for _ in range(2))
+    torch.testing.assert_close(first, again, atol=0, rtol=0)
+    if family != "sg":
+        for r in range(2):
+            made = g.sample(cond[r], 1, torch.Generator().manual_seed(0)).flat[0]  # what generate() turns into the adapter
+            torch.testing.assert_close(first[r], made, atol=1e-5, rtol=1e-4)
+
+
 def test_sg_rows_without_an_expert_use_the_prior(sft, tiny_bank):
     g = build("sg", tiny_bank)
     cond = torch.stack([t.cond[0] for t in sft.tasks[:2]])

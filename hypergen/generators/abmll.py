@@ -149,9 +149,10 @@ class ABMLL(Generator):
 
     def adapter_for_training(self, cond: torch.Tensor, batch: dict | None = None):
         """phi ~ q(phi | c) by reparameterisation, in weight space (B, P), and the weighted
-        regularisers {beta_kl, gamma_prior} that hypergen.generators.sft adds to the task NLL."""
+        regularisers {beta_kl, gamma_prior} that hypergen.generators.sft adds to the task NLL. In eval mode
+        (validation) phi is the posterior mean, what generate() makes."""
         mean, var = self.posterior(cond)
-        phi = mean + torch.randn_like(mean) * var.sqrt()
+        phi = mean + torch.randn_like(mean) * var.sqrt() if self.training else mean
         return self.norm.decode(phi), {"beta_kl": self.config.beta * self.kl(mean, var), "gamma_prior": self.gamma * self.hyperprior()}
 
     # ---- inference -----------------------------------------------------------------------------

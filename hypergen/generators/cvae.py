@@ -62,6 +62,8 @@ class CVAEGenerator(Generator):
         """c (B, C) conditions, index (B,) the row's bank expert or -1 -> flat adapters (B, P) in weight
         space and {"beta_kl": beta * KL}, the KL averaged over all rows (rows with no expert add 0)."""
         pm, plv = prior if prior is not None else (torch.zeros(c.shape[0], self.config.latent, device=c.device),) * 2
+        if not self.training:  # validation scores what generate() makes: the prior's mean, never the row's own expert
+            return self.norm.decode(self.decode(pm, c, offset)), {"beta_kl": c.new_zeros(())}
         has = index >= 0  # (B,)
         m, lv, kl = pm, plv, c.new_zeros(())
         if has.any():
@@ -69,7 +71,7 @@ class CVAEGenerator(Generator):
             qm, qlv = self.q_z(torch.cat([self.x_enc(x - offset), c], 1)).chunk(2, -1)  # (B, Z) each
             m, lv = torch.where(has[:, None], qm, pm), torch.where(has[:, None], qlv, plv)
             kl = gaussian_kl(qm[has], qlv[has], *((pm[has], plv[has]) if prior is not None else ())) * has.float().mean()
-        z = m + torch.randn_like(m) * (0.5 * lv).exp() if self.training else m
+        z = m + torch.randn_like(m) * (0.5 * lv).exp()
         return self.norm.decode(self.decode(z, c, offset)), {"beta_kl": self.config.beta * kl}
 
     @staticmethod
