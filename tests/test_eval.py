@@ -48,12 +48,35 @@ def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
     assert r2.exit_code == 0 and len((tmp_path / "res" / "results.jsonl").read_text().splitlines()) == len(rows)
 
 
-@pytest.mark.parametrize("args, message", [(["--methods", "telepathy"], "Unknown method"), (["--split", "sideways"], "'sideways' is not one of")])
+@pytest.mark.parametrize("args, message", [(["--methods", "telepathy"], "Unknown method"), (["--split", "sideways"], "'sideways' is not one of"),
+                                           (["--limit", "0"], "--limit must be >= 1")])
 def test_bad_eval_input(tiny_zoo, tiny_path, tmp_path, args, message):
     r = run(tiny_zoo, tiny_path, tmp_path / "res", *args)
     assert r.exit_code != 0 and message in r.stderr and not (tmp_path / "res").exists()
     with pytest.raises(HypergenError, match="--split must be"):  # the config refuses it too, for API callers
         EvalConfig(suite=DEMO, split="sideways")
+
+
+def test_plan_keeps_to_the_split_and_describes_the_control_as_its_own(tiny_zoo, monkeypatch):
+    """BIG-bench's split, stood in for by the demo suite: --tasks may only narrow it (a training task scored as
+    held-out would flatter the generators), and on seen tasks the other task's description is made the way
+    the task's own is (the first sentence of its last description), not the one the generators trained on."""
+    from types import SimpleNamespace
+
+    import hypergen.tasks as tasks
+    from hypergen.eval.protocol import plan
+
+    demo = tasks.load_suite(DEMO)
+    zoo, heldout = tiny_zoo.names()[:3], [n for n in demo.names() if n not in tiny_zoo.names()[:3]]
+    monkeypatch.setattr(tasks, "load_suite", lambda suite: demo)
+    monkeypatch.setattr(tasks, "load_split", lambda: SimpleNamespace(zoo=zoo, heldout=heldout, instances={}))
+    seen = plan(EvalConfig(split="seen", zoo=str(tiny_zoo.root), methods=("base",)))
+    assert [et.task.name for et in seen] == zoo
+    for i, et in enumerate(seen):
+        assert et.description != et.task.description and et.other_description == seen[(i + 1) % 3].description
+    assert [et.task.name for et in plan(EvalConfig(split="heldout", methods=("base",), tasks=(heldout[0],)))] == heldout[:1]
+    with pytest.raises(HypergenError, match=f"{zoo[0]} not in the heldout split"):
+        plan(EvalConfig(split="heldout", methods=("base",), tasks=(zoo[0],)))
 
 
 def test_desc_variant_puts_the_description_in_the_prompt_next_to_the_adapter(tiny_zoo, tiny_path, tmp_path, monkeypatch):

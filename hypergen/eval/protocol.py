@@ -116,8 +116,8 @@ class EvalConfig:
                                 f"in the prompt), and GENERATOR@gibberish / GENERATOR@other (a control, for a generator given a description).")
         if self.split not in ("heldout", "seen", "all"):
             raise HypergenError(f"--split must be heldout, seen or all; got {self.split!r}.")
-        if self.instances < 1 or self.seeds < 1:
-            raise HypergenError("--instances and --seeds must be >= 1.")
+        if self.instances < 1 or self.seeds < 1 or (self.limit is not None and self.limit < 1):
+            raise HypergenError(f"--instances, --seeds and --limit must be >= 1; got {self.instances}, {self.seeds}, {self.limit}.")
         if self.long_budget is not None and self.long_budget < 1:
             raise HypergenError(f"--long-budget must be >= 1 new tokens (e.g. 32); got {self.long_budget}.")
         if self.max_options < 0 or self.max_options == 1:
@@ -163,7 +163,11 @@ def plan(cfg: EvalConfig) -> list[EvalTask]:
         zoo_names = set(api.zoo(cfg.zoo).names())
         names = [n for n in split.zoo if n in zoo_names]
     if cfg.tasks:
-        names = [suite.get(n).name for n in cfg.tasks]
+        wanted = [suite.get(n).name for n in cfg.tasks]  # an unknown name fails here, with the suite's names
+        outside = [n for n in wanted if n not in names]
+        if outside:  # scored as held-out, a training task would flatter every generator
+            raise HypergenError(f"{', '.join(outside)} not in the {cfg.split} split of {cfg.suite}: name tasks of the split, or use --split all.")
+        names = wanted
     if cfg.limit:
         names = names[: cfg.limit]
     if not names:
@@ -179,7 +183,7 @@ def plan(cfg: EvalConfig) -> list[EvalTask]:
         desc = _first_sentence(task.descriptions[-1]) if cfg.split == "seen" else task.description
         out.append(EvalTask(task, desc, test, ""))
     for i, et in enumerate(out):
-        et.other_description = out[(i + 1) % len(out)].task.description if len(out) > 1 else GIBBERISH
+        et.other_description = out[(i + 1) % len(out)].description if len(out) > 1 else GIBBERISH  # described as the split describes its own
     return out
 
 
