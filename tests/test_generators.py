@@ -138,6 +138,16 @@ def test_registry_refuses_duplicates_and_unknown_names():
         get_family("nope")
 
 
+@pytest.mark.parametrize("family, bad, message", [
+    ("t2l", {"hiden": 32}, r"no field\(s\) \['hiden'\]; the t2l family does not take them. Its fields: .*hidden"),
+    ("sg", {"latent": 0}, "SGConfig.latent must be >= 1"), ("sg", {"var_floor": 0.0}, "var_floor > 0"),
+    ("lego", {"iters": -1}, "LegoConfig.iters must be >= 0"),
+])
+def test_a_bad_family_config_is_refused_by_name(tiny_bank, family, bad, message):
+    with pytest.raises(HypergenError, match=message):  # a typo was a raw TypeError
+        build(family, tiny_bank, **bad)
+
+
 def test_generate_api_and_cli(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

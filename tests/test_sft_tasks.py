@@ -82,6 +82,10 @@ def test_heldout_families_never_train(tiny_bank, tiny_zoo, resident, tmp_path):
 def test_bad_settings_are_refused(tiny_bank, tiny_zoo, resident, tmp_path):
     with pytest.raises(HypergenError, match="--tasks must be zoo, descriptions or suite"):
         TrainConfig(tasks="all")
+    for bad, message in [({"log_every": 0}, "log_every must be >= 1"), ({"lr": -1e-3}, "--lr and --weight-decay must be >= 0"),
+                         ({"weight_decay": -1.0}, "--lr and --weight-decay must be >= 0")]:  # they failed on the first step, after the data was read
+        with pytest.raises(HypergenError, match=message):
+            TrainConfig(**bad)
     with pytest.raises(HypergenError, match="--val-families 4 needs"):
         prepare_sft(tiny_bank, tiny_zoo, resident, cfg(write(tmp_path / "d.json", WORDS), val_families=4), encoder=FakeEncoder())
     with pytest.raises(HypergenError, match="bank uses 'fake'"):

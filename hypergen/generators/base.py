@@ -49,11 +49,11 @@ class GeneratorConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+    def from_dict(cls, d: dict, *, source: str = "the checkpoint is from another version"):
+        """The config of `d`, refusing fields it does not have (`source`: why that happens, for the message)."""
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise HypergenError(f"{cls.__name__} has no field(s) {sorted(unknown)}; the checkpoint is from another version.")
+            raise HypergenError(f"{cls.__name__} has no field(s) {sorted(unknown)}; {source}. Its fields: {', '.join(f.name for f in fields(cls))}.")
         return cls(**d)
 
 

@@ -45,6 +45,11 @@ class LegoConfig(GeneratorConfig):
 
     iters: int = 20
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.iters < 0:
+            raise HypergenError(f"LegoConfig.iters must be >= 0; got {self.iters}.")
+
 
 class Lego(Generator):
     def sample(self, cond, n, gen, extra=None):

@@ -42,4 +42,4 @@ def get_family(name: str):
 def build(name: str, bank, **config):
     """A new, untrained generator of family `name` on `bank`; `config` fills the family's Config."""
     cls = get_family(name)
-    return cls(cls.Config(**config), bank)
+    return cls(cls.Config.from_dict(config, source=f"the {name} family does not take them"), bank)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hypergen.errors import HypergenError
 from hypergen.generators.bank import ExpertBank
 from hypergen.generators.base import GeneratorConfig
 from hypergen.generators.cvae import CVAEGenerator
@@ -41,6 +42,14 @@ class SGConfig(GeneratorConfig):
     hidden: int = 128
     beta: float = 1e-2
     var_floor: float = 1e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        for k in ("latent", "hidden"):
+            if getattr(self, k) < 1:
+                raise HypergenError(f"SGConfig.{k} must be >= 1; got {getattr(self, k)}.")
+        if self.beta < 0 or self.var_floor <= 0:
+            raise HypergenError(f"SGConfig.beta must be >= 0 and var_floor > 0; got {self.beta}, {self.var_floor}.")
 
 
 class SGLoRA(CVAEGenerator):

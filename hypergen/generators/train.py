@@ -58,8 +58,8 @@ class TrainConfig:
     examples per row. sft_max_tokens: the longest example in tokens (prompt + answer).
     sft_max_train: train examples kept per task.
     sft_prompt_description: the share of sft rows whose prompt also holds the row's description, as the
-    evaluation's `+desc` methods and base_desc prompt (0 = never, the product's mode; 1 = always, as
-    Text-to-LoRA's SFT prompt). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
+    evaluation's `+desc` methods and base_desc prompt (0 = never, as the shipped t2l was trained; 1 = always,
+    as Text-to-LoRA's SFT prompt). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
     validation puts it in the same share of its fixed rows, so compare runs of different shares with
     `hypergen eval`, not by their validation NLL.
     max_tasks: train on this many of the training tasks (None = all): a subset drawn by seed after the
@@ -103,7 +103,9 @@ class TrainConfig:
             raise HypergenError(f"--tasks must be zoo, descriptions or suite; got {self.tasks!r}.")
         if self.warmup < 0 or (self.val_families is not None and self.val_families < 0):
             raise HypergenError(f"--warmup and --val-families must be >= 0; got {self.warmup}, {self.val_families}.")
-        for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every", "val_every", "min_examples", "sft_examples", "sft_max_train"):
+        if not (self.lr >= 0 and self.weight_decay >= 0):  # lr 0 trains nothing, on purpose (a warm start's check)
+            raise HypergenError(f"--lr and --weight-decay must be >= 0; got {self.lr}, {self.weight_decay}.")
+        for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every", "log_every", "val_every", "min_examples", "sft_examples", "sft_max_train"):
             if getattr(self, k) < 1:
                 raise HypergenError(f"TrainConfig.{k} must be >= 1; got {getattr(self, k)}.")
         if self.max_tasks is not None and self.max_tasks < 1:
@@ -278,7 +280,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision="bf16-mixed" if cfg.bf16 and torch.cuda.is_available() else "32-true",
+        precision="bf16-mixed" if cfg.bf16 and cfg.accelerator != "cpu" and torch.cuda.is_available() else "32-true",
         logger=make_logger(_Cfg, run_name or generator.family, "generators"),
         callbacks=[ckpt, *([best] if best else []), *progress_bars(cfg.progress)],
         enable_model_summary=False,
