@@ -441,7 +441,7 @@ def examples(tasks: list[EvalTask], rows: list[dict], methods: list[str], instan
     return out
 
 
-def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: Path | None = None, keys: RowKeys | None = None) -> dict:
+def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: Path, keys: RowKeys) -> dict:
     """ECE / Brier on multiple-choice tasks: ABMLL's Bayesian model average of sampled adapters against
     each deterministic generator's single adapter (seed 0 rows). The BMA's per-task probabilities are
     kept in out/calibration.jsonl with their key (instances, descriptions, base, zoo, ABMLL checkpoint),
@@ -462,9 +462,9 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
     if not mc:
         return result
     key = f"abmll_bma{cfg.calibration_samples}"
-    cache_path = Path(out) / "calibration.jsonl" if out is not None else None
+    cache_path = Path(out) / "calibration.jsonl"
     cached = {}
-    if cache_path is not None and cache_path.is_file():
+    if cache_path.is_file():
         for line in cache_path.read_text().splitlines():
             c = json.loads(line)
             if "key" in c:  # entries of an older hypergen carry none: sampled again
@@ -473,8 +473,8 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
     gen = enc = res = None
     for et in mc:
         test = _subset(et.test, cfg.instances, 0)
-        ckey = {"samples": cfg.calibration_samples, **keys.row(et, "abmll", 0, et.description, test, 0)} if keys is not None else None
-        c = cached.get(digest(ckey)) if ckey is not None else None
+        ckey = {"samples": cfg.calibration_samples, **keys.row(et, "abmll", 0, et.description, test, 0)}
+        c = cached.get(digest(ckey))
         if c is None:
             if gen is None:
                 try:
@@ -484,9 +484,8 @@ def calibration(cfg: EvalConfig, tasks: list[EvalTask], rows: list[dict], out: P
                 res, enc = api.resident(cfg.base, cfg.device), api.encoder(cfg.encoder)
             rep = bayesian_calibration(res, gen, enc.encode([et.description])[0], test, samples=cfg.calibration_samples, seed=0)
             c = {"task": et.task.name, "samples": cfg.calibration_samples, "instances": len(test), "probs": rep.probs, "labels": rep.labels, "mutual_information": rep.mutual_information, "key": ckey}
-            if cache_path is not None and ckey is not None:
-                with open(cache_path, "a") as f:
-                    f.write(json.dumps(c) + "\n")
+            with open(cache_path, "a") as f:
+                f.write(json.dumps(c) + "\n")
         p += c["probs"]
         y += c["labels"]
         mi.append(c["mutual_information"])

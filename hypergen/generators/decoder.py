@@ -59,7 +59,6 @@ class PerLayerDecoder(nn.Module):
 
     def __init__(self, cond_dim: int, layout: Layout, hidden: int = 256, emb: int = 32, out_mult: int = 1):
         super().__init__()
-        self.layout = layout
         self.types = layout.module_types
         layers = sorted({layout.layer_of(p) for p in layout.paths})
         self.layer_ids = {l: i for i, l in enumerate(layers)}

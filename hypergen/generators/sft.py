@@ -399,11 +399,11 @@ def batch_examples(sft: SftData, batch: torch.Tensor, *, validation: bool = Fals
 
 
 # ---- the loss -----------------------------------------------------------------------------------
-def stacked(layout, flat: torch.Tensor, counts: torch.Tensor | None = None) -> RowLora:
+def stacked(layout, flat: torch.Tensor, counts: torch.Tensor) -> RowLora:
     """Flat adapters (B, P) -> per-row factors, as views into `flat` (no copy, gradients kept).
     counts (B,): row i serves counts[i] consecutive sequences; unequal counts repeat its factors."""
     B, off, mods = flat.shape[0], 0, {}
-    uneven = counts is not None and bool((counts != counts[0]).any())
+    uneven = bool((counts != counts[0]).any())
     for p, (r, n_in), (n_out, _) in zip(layout.paths, layout.a_shapes, layout.b_shapes):
         a = flat[:, off : off + r * n_in].view(B, r, n_in)  # (B, r, in)
         off += r * n_in
