@@ -235,6 +235,23 @@ def test_control_gaps_count_each_family_once_with_a_paired_ci_and_in_content():
     assert f"| sg | - | 0.025 [{lo:.3f}, {hi:.3f}] | - / 0.050 | - / -1.000 |" in text
 
 
+def test_controls_pair_seed_0_and_gap_shares_need_an_oracle_ahead_of_the_base():
+    """Controls are scored on seed 0 only: the method's other seeds (other instances) stay out of the pair.
+    An oracle no better than the base (a --tasks subset can give one) makes no "gap closed" share: below
+    the base, the ratio would flip sign and pass the bar's 0.5 for a method worse than the base."""
+    from hypergen.eval.protocol import EvalConfig
+    from hypergen.eval.stats import summarize
+
+    rows = [_rows("a", "sg", 0.5, 1.0, False), {**_rows("a", "sg", 0.9, 1.0, False), "seed": 1}, _rows("a", "sg@other", 0.5, 1.0, False)]
+    rows += [_rows("a", "base", 0.6, 2.0, False), _rows("a", "oracle", 0.5, 0.5, False)]  # the oracle below the base in main
+    s = summarize(rows, EvalConfig(suite=DEMO, split="all", bootstrap=50, seeds=2))
+    assert s["methods"]["sg"]["main"] == pytest.approx(0.7)  # the method's mean is over both seeds
+    assert s["controls"]["sg"]["aligned_minus_other"] == pytest.approx(0.0)  # the pair is seed 0's (not 0.7 - 0.5)
+    sg = s["methods"]["sg"]
+    assert "main_oracle_gap_closed" not in sg and "main_family_oracle_gap_closed" not in sg  # (0.7 - 0.6) / (0.5 - 0.6) = -1 otherwise
+    assert sg["nll_oracle_gap_closed"] == pytest.approx(1.0 / 1.5)  # in NLL the oracle is ahead: the share stands
+
+
 def test_long_budget_scores_a_separate_column_without_touching_the_short_rows(tiny_zoo, tiny_path, tmp_path):
     out = tmp_path / "res"
     methods = ["--methods", "base", "--methods", "nearest", "--no-controls"]

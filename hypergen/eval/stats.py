@@ -29,6 +29,7 @@ def bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float]
 
 
 METRICS = ("rougeL", "exact_match", "accuracy", "main", "nll")
+MIN_GAP = 0.01  # the oracle's least mean lead over the base (per task or family) for an "oracle gap closed" share
 # the headline means: (name, metric, tasks) -- multiple choice and generation apart, since accuracy
 # and ROUGE-L are not on one scale, and the content metric on every task
 HEADLINE = (("main", "main", "all"), ("mc_accuracy", "accuracy", "mc"), ("gen_rougeL", "rougeL", "gen"), ("nll", "nll", "all"))
@@ -61,9 +62,13 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
         for metric in METRICS:
             if r.get(metric) is not None:
                 per.setdefault(r["method"], {}).setdefault(r["task"], {}).setdefault(metric, []).append(r[metric])
+    seed0 = {(r["method"], r["task"], metric): r[metric] for r in rows if r["seed"] == 0 for metric in METRICS if r.get(metric) is not None}
 
     def task_means(method: str, metric: str) -> dict[str, float]:
         return {t: sum(v[metric]) / len(v[metric]) for t, v in per.get(method, {}).items() if metric in v}
+
+    def seed0_scores(method: str, metric: str) -> dict[str, float]:  # the instances the controls are scored on
+        return {t: v for (m, t, k), v in seed0.items() if m == method and k == metric}
 
     methods = {}
     for m in sorted(per, key=lambda k: Method.parse(k).sort_key()):
@@ -106,14 +111,15 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
             for metric in ("rougeL", "main", "nll"):  # NLL falls from base to oracle: the ratio reads the same way
                 o, b, x = task_means("oracle", metric), task_means("base", metric), task_means(m, metric)
                 common = sorted(set(o) & set(b) & set(x))
+                want = -1 if metric == "nll" else 1  # the oracle must beat the base, by MIN_GAP a task or family
                 if common:
                     gap = sum(o[t] - b[t] for t in common)
-                    if abs(gap) > 1e-9:
+                    if want * gap >= MIN_GAP * len(common):  # else the share is meaningless (or flips sign)
                         entry[f"{metric}_oracle_gap_closed"] = sum(x[t] - b[t] for t in common) / gap
                     if metric != "rougeL":  # the same share with each family counting once
                         fo = family_means({t: o[t] - b[t] for t in common})
                         fx = family_means({t: x[t] - b[t] for t in common})
-                        if abs(sum(fo.values())) > 1e-9:
+                        if want * sum(fo.values()) >= MIN_GAP * len(fo):
                             entry[f"{metric}_family_oracle_gap_closed"] = sum(fx.values()) / sum(fo.values())
     controls = {}
     for m in methods:
@@ -122,8 +128,9 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
         for c in Method.parse(m).controls():
             kind, c = c.control, str(c)
             if c in methods:
-                paired = {metric: {t: a[t] - b[t] for t in sorted(set(a) & set(b))}  # the same questions under each description
-                          for metric in ("main", "nll", "rougeL") for a, b in [(task_means(m, metric), task_means(c, metric))]}
+                # the same questions under each description: controls are scored on seed 0 only
+                paired = {metric: {t: a[t] - b[t] for t in sorted(set(a) & set(b))}
+                          for metric in ("main", "nll", "rougeL") for a, b in [(seed0_scores(m, metric), seed0_scores(c, metric))]}
                 diffs, fam = paired["main"], family_means(paired["main"])
                 controls.setdefault(m, {})[f"aligned_minus_{kind}"] = _mean(diffs.values())
                 controls[m][f"aligned_minus_{kind}_family"] = _mean(fam.values())
