@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/heldout_controls.py --generator t2l [--checkpoint DIR] [--instances 8] [--out F.json]
 
-For each held-out task of the BIG-bench split (the evaluation's tasks, descriptions and test instances,
-seed 0), the teacher-forced NLL per token of the reference answer (hypergen.scoring.reference_nll, the
+For each held-out task of the BIG-bench split (the evaluation's tasks and descriptions; its first N test
+instances in the split's order, not the evaluation's seeded draw, as every published run of this script
+scored), the teacher-forced NLL per token of the reference answer (hypergen.scoring.reference_nll, the
 content metric of `hypergen eval`) under:
 - base: no adapter; base+desc: the description in the prompt;
 - own / other / gibberish: the generator's adapter for the task's description, another task's, nonsense;
@@ -37,7 +38,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generator", default="t2l")
     ap.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the usual lookup)")
-    ap.add_argument("--instances", type=int, default=8, help="test instances per task (the first of the seed-0 draw)")
+    ap.add_argument("--instances", type=int, default=8, help="test instances per task (the first N in the split's order)")
     ap.add_argument("--out", default=None, help="also write the JSON record here")
     args = ap.parse_args(argv)
 

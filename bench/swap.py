@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/swap.py [--runs 200] [--device auto] [--gguf]
 
-Writes the "swap" section of docs/benchmarks.md. Adapters are random rank-8 q/v LoRAs (seed 0).
+Writes the "swap" section of docs/benchmarks.md. Adapters are two random rank-8 q/v LoRAs (seeds 1 and 2).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
 
     lines = [
         f"Machine: {machine()}. Device: {res.device}. Base: {res.name} (fp32), adapters rank 8 on q_proj+v_proj "
-        f"({a.num_params():,} params), seed 0. Command: `.venv/bin/python bench/swap.py --runs {args.runs}{' --gguf' if args.gguf else ''}`.",
+        f"({a.num_params():,} params), seeds 1 and 2. Command: `.venv/bin/python bench/swap.py --runs {args.runs}{' --gguf' if args.gguf else ''}`.",
         "",
         "| operation | runs | p50 ms | p90 ms |",
         "|---|---:|---:|---:|",

@@ -62,6 +62,8 @@ def app(port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")
         raise HypergenError(f"{SCRIPT} is missing from this checkout: restore it (git checkout app/) to run `hypergen app`.")
     if importlib.util.find_spec("streamlit") is None:
         raise HypergenError("Streamlit is not installed: pip install -e '.[app]' (or `make install`).")
+    if settings.generator and settings.generator not in api.list_generators():  # the page would quietly pick another
+        raise HypergenError(f"Unknown generator {settings.generator!r}; available: {', '.join(api.list_generators())}.")
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(SCRIPT),
         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",

@@ -206,13 +206,18 @@ def generators_list(as_json: JSON = False):
 
     default = api.default_generator()  # looks for checkpoints on disk: once
     # prompt_description: the default mode (the description in the prompt too), on the default's row
-    rows = [{"name": n, "trainable": get_family(n).trainable, "default": n == default,
-             **({"prompt_description": api.DEFAULT_PROMPT_DESCRIPTION} if n == default else {})} for n in api.list_generators()]
+    rows = []
+    for n in api.list_generators():
+        trainable = get_family(n).trainable
+        ckpt = api.checkpoint_path(n) if trainable else None
+        rows.append({"name": n, "trainable": trainable, "checkpoint": str(ckpt) if ckpt else None, "default": n == default,
+                     **({"prompt_description": api.DEFAULT_PROMPT_DESCRIPTION} if n == default else {})})
     if as_json:
         return _print_json(rows)
     mode = ", answers with the description in the prompt too" if api.DEFAULT_PROMPT_DESCRIPTION else ""
     for r in rows:
-        typer.echo(f"{r['name']:10} {'trained' if r['trainable'] else 'baseline'}{f'  (default{mode})' if r['default'] else ''}")
+        kind = "baseline" if not r["trainable"] else "trained" if r["checkpoint"] else f"untrained (hypergen train {r['name']})"
+        typer.echo(f"{r['name']:10} {kind}{f'  (default{mode})' if r['default'] else ''}")
 
 
 @app.command("generator-pack")

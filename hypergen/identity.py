@@ -16,7 +16,7 @@ def base_name(path: str | Path | None) -> str:
     """The name recorded for a base given as `--base PATH` (None = the default SmolLM2)."""
     from hypergen.assets import SMOLLM2_NAME
 
-    return Path(path).expanduser().name if path else SMOLLM2_NAME
+    return Path(path).expanduser().resolve().name if path else SMOLLM2_NAME  # resolved: "." names its folder, not "" (= any base)
 
 
 def require_same_base(made_for: str | None, loaded: str | None, what: str) -> None:

@@ -348,6 +348,8 @@ def test_app_defaults_are_the_apis_and_reach_the_page_through_the_environment(mo
     r = CliRunner().invoke(cli, ["app", "--port", "8598"])
     assert r.exit_code == 0, r.output
     assert AppSettings.from_env(seen["env"]) == AppSettings()
+    typo = CliRunner().invoke(cli, ["app", "--generator", "t2", "--port", "8598"])
+    assert typo.exit_code == 1 and "Unknown generator 't2'; available: " in typo.stderr
 
 
 def test_installed_app_says_it_needs_a_checkout_without_a_site_packages_path(monkeypatch):

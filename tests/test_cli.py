@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import random_lora
@@ -146,6 +147,25 @@ def test_given_options_reach_the_nested_config(monkeypatch):
     assert (cfg.methods, cfg.tasks, cfg.controls) == (("base",), ("x",), False)
 
 
+def test_the_reports_command_reruns_the_same_evaluation(monkeypatch):
+    """report.command quotes every setting that differs from its default: run through the CLI, it gives the
+    same EvalConfig (a --tasks run quoted as the whole split's command was a different run)."""
+    import shlex
+    from dataclasses import replace
+
+    from hypergen.eval import protocol
+    from hypergen.eval.report import command
+
+    cfg = protocol.EvalConfig(split="all", methods=("base", "nearest+desc"), tasks=("a b", "c"), limit=2, controls=False, zoo="my zoo",
+                              base="/m/tiny", encoder="fake", max_new_tokens=8, long_budget=32, calibration_samples=2, max_options=0,
+                              bootstrap=100, out="o", device="cpu", batch_rows=8)
+    line = command(cfg)
+    assert line.startswith("hypergen eval ") and "--device" not in line and "--batch-rows" not in line  # how, not what, it scores
+    evaluated = captured(monkeypatch, protocol, "run", {})
+    assert run(*shlex.split(line)[1:], "--json").exit_code == 0
+    assert evaluated[0][0][0] == replace(cfg, device="auto", batch_rows=32)
+
+
 def test_a_build_reports_only_where_the_api_says(monkeypatch):
     from hypergen import api
 
@@ -188,3 +208,16 @@ def test_generators_lists_the_families_and_the_default_mode(monkeypatch):
         assert [(r["name"], r["prompt_description"]) for r in rows if r["default"]] == [("mix", mode)]
         text = run("generators").stdout
         assert ("(default, answers with the description in the prompt too)" in text) is mode and "(default" in text
+    monkeypatch.setattr(api, "checkpoint_path", lambda name, checkpoint=None: Path("/ckpt/sg") if name == "sg" else None)
+    rows = {r["name"]: r for r in json.loads(run("generators", "--json").stdout)}
+    assert (rows["sg"]["checkpoint"], rows["icm"]["checkpoint"], rows["mix"]["checkpoint"]) == ("/ckpt/sg", None, None)
+    lines = {line.split()[0]: line for line in run("generators").stdout.splitlines()}
+    assert "trained" in lines["sg"] and "untrained (hypergen train icm)" in lines["icm"] and "baseline" in lines["mix"]  # icm: not "trained"
+
+
+def test_a_base_given_as_a_relative_path_is_named_by_its_folder(tmp_path, monkeypatch):
+    """`--base .` was recorded as "", which require_same_base reads as "any base"."""
+    from hypergen.identity import base_name
+
+    monkeypatch.chdir(tmp_path)
+    assert base_name(".") == base_name(str(tmp_path)) == tmp_path.name

@@ -49,7 +49,7 @@ def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [(["--methods", "telepathy"], "Unknown method"), (["--split", "sideways"], "'sideways' is not one of"),
-                                           (["--limit", "0"], "--limit must be >= 1")])
+                                           (["--limit", "0"], "--limit must be >= 1"), (["--bootstrap", "0"], "--bootstrap and --calibration-samples must be >= 1")])
 def test_bad_eval_input(tiny_zoo, tiny_path, tmp_path, args, message):
     r = run(tiny_zoo, tiny_path, tmp_path / "res", *args)
     assert r.exit_code != 0 and message in r.stderr and not (tmp_path / "res").exists()

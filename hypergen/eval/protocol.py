@@ -122,6 +122,8 @@ class EvalConfig:
             raise HypergenError(f"--long-budget must be >= 1 new tokens (e.g. 32); got {self.long_budget}.")
         if self.max_options < 0 or self.max_options == 1:
             raise HypergenError(f"--max-options must be >= 2 (e.g. 16), or 0 to score every option; got {self.max_options}.")
+        if self.bootstrap < 1 or self.calibration_samples < 1:  # else the summary fails after the whole run
+            raise HypergenError(f"--bootstrap and --calibration-samples must be >= 1; got {self.bootstrap}, {self.calibration_samples}.")
         if self.batch_rows < 1:
             raise HypergenError(f"--batch-rows must be >= 1 (e.g. 32); got {self.batch_rows}.")
         missing = sorted({Method.parse(m).name for m in self.methods if untrained(Method.parse(m).name)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 
 from hypergen.eval.methods import BASE, ORACLE, Method, all_methods, default_methods
@@ -25,19 +26,27 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|") or "(empty)"
 
 
+# spelled out first by command(), or not part of what a run scores
+_NOT_REPEATED = ("suite", "split", "instances", "seeds", "methods", "out", "device", "batch_rows")
+
+
 def command(cfg) -> str:
-    """The command that reproduces the run (the options that differ from their defaults)."""
-    methods = tuple(getattr(cfg, "methods", ()) or default_methods())  # spelled out unless all: the defaults depend on what is trained here
-    return (f"hypergen eval --suite {cfg.suite} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"
-            + ("".join(f" --methods {m}" for m in methods) if methods != all_methods() else "")
-            + (f" --limit {cfg.limit}" if getattr(cfg, "limit", None) else "") + ("" if getattr(cfg, "controls", True) else " --no-controls")
-            + (f" --long-budget {cfg.long_budget}" if getattr(cfg, "long_budget", None) else "")
-            + (f" --max-options {cfg.max_options}" if getattr(cfg, "max_options", None) != _default(cfg, "max_options") else "") + f" --out {cfg.out}")
-
-
-def _default(cfg, name: str):
-    """The default of a config dataclass's field (None for a config without it)."""
-    return next((f.default for f in dataclasses.fields(cfg) if f.name == name), None) if dataclasses.is_dataclass(cfg) else None
+    """The command that reproduces the run: suite, split, instances and seeds, then every option whose value
+    differs from its default (the methods spelled out unless all: the defaults depend on what is trained here)."""
+    methods = tuple(getattr(cfg, "methods", ()) or default_methods())
+    parts = [f"hypergen eval --suite {shlex.quote(str(cfg.suite))} --split {cfg.split} --instances {cfg.instances} --seeds {cfg.seeds}"]
+    parts += [f"--methods {shlex.quote(m)}" for m in methods] if methods != all_methods() else []
+    for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(cfg) else ():
+        value = getattr(cfg, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in _NOT_REPEATED or value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            parts += [f"{flag} {shlex.quote(str(v))}" for v in (value if isinstance(value, (tuple, list)) else [value])]
+    return " ".join([*parts, f"--out {shlex.quote(str(cfg.out))}"])
 
 
 def headline(summary: dict) -> list[str]:
