@@ -54,15 +54,19 @@ def runs_dir() -> Path:
 @contextmanager
 def atomic_folder(final: Path):
     """Yield a temporary sibling folder; on success it replaces `final` in one rename, on failure it is
-    removed. Readers never see a half-written folder, whatever kills the writer."""
+    removed. Readers never see a half-written folder, whatever kills the writer: an old `final` is renamed
+    aside (a dot-folder, which the zoo sweeps) before the new one takes its name, so a kill leaves it whole
+    or absent, never half deleted."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    old = final.parent / f"{tmp.name}-old"
     try:
         yield tmp
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, old)
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)

@@ -125,6 +125,7 @@ def test_settings_a_record_predates_do_not_block_a_rerun(tiny_path, zoo_copy, no
     m = json.loads((zoo_copy / "manifest.json").read_text())
     for r in m["experts"]:
         del r["config"]["select"]
+        (zoo_copy / "experts" / r["name"].replace("/", "__") / "expert.json").write_text(json.dumps(r))  # the folder's record too
     (zoo_copy / "manifest.json").write_text(json.dumps(m))
     build_zoo(same_build(tiny_path, zoo_copy, select="val_loss"))  # nothing to train
     with pytest.raises(Trained):
@@ -203,6 +204,35 @@ def test_deleting_a_corrupt_manifest_and_rebuilding_readopts_every_expert(tiny_p
     seconds = {r.name: r.seconds for r in tiny_zoo.records()}  # adopted in folder-name order
     assert {r.name: r.seconds for r in zoo.records()} == seconds and len(zoo) == len(seconds)
     assert zoo.meta["lora"] == tiny_zoo.meta["lora"]
+
+
+def test_opening_a_zoo_to_build_trusts_the_folders_and_sweeps_what_kills_left(zoo_copy):
+    """A retrain killed between its folder's rename and the manifest update: the folder's record wins. Temp
+    files of killed manifest writes and half-written or set-aside folders are removed."""
+    name = Zoo(zoo_copy).names()[0]
+    record = zoo_copy / "experts" / name.replace("/", "__") / "expert.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "seconds": 12345.0}))
+    junk = [zoo_copy / ".manifest.json-x1", zoo_copy / ".multitask-x2", zoo_copy / ".multitask-x3-old", zoo_copy / "experts" / ".a-x4-old"]
+    junk[0].write_text("{")
+    for d in junk[1:]:
+        d.mkdir()
+    assert Zoo(zoo_copy).record(name).seconds != 12345.0  # a reader opens the manifest as it is
+    assert Zoo(zoo_copy, create=True).record(name).seconds == 12345.0 and not any(p.exists() for p in junk)
+
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    from hypergen.paths import atomic_folder
+
+    final = tmp_path / "f"
+    with atomic_folder(final) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError), atomic_folder(final) as tmp:
+        (tmp / "a").write_text("2")
+        raise RuntimeError("killed mid-write")
+    assert (final / "a").read_text() == "1"
+    with atomic_folder(final) as tmp:
+        (tmp / "b").write_text("3")
+    assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == ["f"]  # nothing set aside is left
 
 
 def test_every_build_option_has_help():

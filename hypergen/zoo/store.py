@@ -99,11 +99,15 @@ def safe_name(task_name: str) -> str:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed write (a kill leaves it for _reconcile)
+            os.unlink(tmp)
 
 
 class Zoo:
@@ -269,15 +273,19 @@ class Zoo:
 
         Runs when a build opens its zoo (create=True), before any worker starts writing."""
         known = {r["name"] for r in self._manifest["experts"]}
-        keep = [r for r in self._manifest["experts"] if (self.folder(r["name"]) / RECORD).is_file()]
+        # the folder's record, not the manifest's row: a retrain (--refresh) killed between its rename and the
+        # manifest update left the old row beside the new weights
+        keep = [json.loads(f.read_text()) for f in (self.folder(r["name"]) / RECORD for r in self._manifest["experts"]) if f.is_file()]
         for d in sorted((self.root / "experts").glob("*/")):
             if d.name.startswith(".") or not (d / RECORD).is_file():
                 continue
             rec = json.loads((d / RECORD).read_text())
             if rec["name"] not in known:
                 keep.append(rec)
-        for junk in (self.root / "experts").glob(".*"):
+        for junk in [*(self.root / "experts").glob(".*"), *self.root.glob(f".{MULTITASK}-*")]:
             shutil.rmtree(junk, ignore_errors=True)  # half-written folders of a killed build
+        for junk in self.root.glob(f".{MANIFEST}-*"):
+            junk.unlink(missing_ok=True)  # a manifest write killed before its rename
         if keep != self._manifest["experts"]:
             self._manifest["experts"] = keep
             self._write_manifest()
