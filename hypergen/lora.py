@@ -234,7 +234,7 @@ class LoraWeights:
         r = cfg.get("r", rank)
         if r != rank or isinstance(r, bool):  # peft refuses such a folder; a wrong r also means a wrong scale
             raise HypergenError(f"{cfg_path}: field 'r' is {r!r} but the tensors in {WEIGHTS_NAME} have rank {rank}; set \"r\": {rank}.")
-        alpha = cfg.get("lora_alpha", r)
+        alpha = cfg.get("lora_alpha", 8)  # peft's LoraConfig default, so a folder without it scales as peft loads it
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
             raise HypergenError(f"{cfg_path}: field 'lora_alpha' is {alpha!r}; it must be a finite positive number (commonly 2 * r).")
         alpha = float(alpha)

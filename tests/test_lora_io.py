@@ -134,7 +134,8 @@ def test_plausible_edge_cases_still_load(adapter, tmp_path):
     folder = tmp_path / "ad"
     adapter.to(dtype=torch.bfloat16).save(folder)
     cfg = json.loads((folder / CONFIG_NAME).read_text())
-    for changes, scaling in [({"lora_alpha": 16}, 2.0), ({"lora_alpha": 8 * 1e4}, 1e4), ({"r": None}, 2.0)]:
+    # lora_alpha missing: peft's default, 8 (scale 1 for this rank-8 adapter, as peft loads it)
+    for changes, scaling in [({"lora_alpha": 16}, 2.0), ({"lora_alpha": 8 * 1e4}, 1e4), ({"r": None}, 2.0), ({"lora_alpha": None}, 1.0)]:
         (folder / CONFIG_NAME).write_text(json.dumps({k: v for k, v in {**cfg, **changes}.items() if v is not None}))
         assert LoraWeights.load(folder).scaling == pytest.approx(scaling)
 

@@ -441,12 +441,20 @@ def test_jsonl_several_tasks_descriptions_and_options(tmp_path):
         ({"task": "t", "input": "a", "output": "b", "options": ["c", "d"]}, "not one of the options"),
         ({"task": "t", "input": "a", "output": "b", "options": "b"}, '"options" must be'),
         ({"task": "", "input": "a", "output": "b"}, '"task" must be'),
+        ({"task": "t", "input": "  ", "output": "b"}, '"input" is empty'),
     ],
 )
 def test_jsonl_errors_name_the_line(tmp_path, bad_line, message):
     good = {"task": "t", "input": "a", "output": "b", "description": "d"}
     path = write_lines(tmp_path / "t.jsonl", [good, "", bad_line])
     with pytest.raises(HypergenError, match=rf"t\.jsonl, line 3: .*{message}"):
+        load_suite(path)
+
+
+def test_jsonl_that_is_not_utf8_says_so(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes('{"task": "t", "input": "caf\u00e9", "output": "b", "description": "d"}\n'.encode("latin-1"))
+    with pytest.raises(HypergenError, match=r"t\.jsonl: not UTF-8 text .*save it as UTF-8"):
         load_suite(path)
 
 

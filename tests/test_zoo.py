@@ -171,7 +171,7 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
 
 
-def test_heldout_tasks_only_go_to_an_oracle_zoo(tiny_path, tmp_path):
+def test_heldout_tasks_only_go_to_an_oracle_zoo(tiny_path, tiny_zoo, tmp_path):
     from hypergen.zoo.build import plan
 
     split = {"version": 1, "seed": 0, "zoo": ["uppercase", "reverse_words"], "heldout": ["antonyms"], "instances": {}, "sizes": {}, "criteria": {}, "counts": {}}
@@ -182,6 +182,9 @@ def test_heldout_tasks_only_go_to_an_oracle_zoo(tiny_path, tmp_path):
     assert plan(BuildConfig(**common))[2] == ["uppercase", "reverse_words"]
     assert plan(BuildConfig(oracle=True, **common))[2] == ["antonyms"]
     assert plan(BuildConfig(tasks=["antonyms"], oracle=True, **common))[2] == ["antonyms"]
+    with pytest.raises(HypergenError, match="seed zoo .* holds held-out tasks' experts \\(antonyms\\)"):  # nor through --seed-from
+        build_zoo(BuildConfig(seed_from=str(tiny_zoo.root), **common))
+    assert Zoo(tmp_path / "z").names() == []
 
 
 def test_multitask_is_stored_beside_the_experts(tiny_path, tmp_path):

@@ -235,6 +235,13 @@ def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == ["f"]  # nothing set aside is left
 
 
+def test_build_settings_that_would_blame_a_task_are_refused(tiny_path, tmp_path):
+    for bad in ({"eval_instances": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(HypergenError, match="--eval-instances and --max-new-tokens must be >= 1"):
+            BuildConfig(**bad)
+    assert BuildConfig(tasks=["a", "b", "a"]).tasks == ["a", "b"]  # named twice, trained once
+
+
 def test_every_build_option_has_help():
     """`hypergen zoo build --help` documents every field of BuildConfig and the configs nested in it."""
     import dataclasses

@@ -52,6 +52,13 @@ def load_jsonl(path: str | Path) -> TaskSuite:
 
 def _records(file: Path):
     """(line number, validated dict) for each non-blank line."""
+    try:
+        yield from _lines(file)
+    except UnicodeDecodeError as e:
+        raise HypergenError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.") from e
+
+
+def _lines(file: Path):
     with open(file, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -88,6 +95,8 @@ def _instance(record: dict, file: Path, lineno: int) -> Instance:
     text = record["input"].strip()
     options = record.get("options")
     if options is None:
+        if not text:  # else it fails much later, in scoring, naming no file
+            raise HypergenError(f'{where}: "input" is empty; free-text tasks need an input (multiple choice may leave it empty).')
         return Instance(text, targets)
     valid = isinstance(options, list) and all(isinstance(o, str) and o.strip() for o in options)
     if not (valid and len(options) >= 2):

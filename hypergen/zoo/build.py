@@ -73,6 +73,10 @@ class BuildConfig:
             raise HypergenError(f"--devices must be >= 1; got {self.devices}.")
         if self.parallel < 1:
             raise HypergenError(f"--parallel must be >= 1; got {self.parallel}.")
+        if self.eval_instances < 1 or self.max_new_tokens < 1:  # else a task is blamed for having no test instances
+            raise HypergenError(f"--eval-instances and --max-new-tokens must be >= 1; got {self.eval_instances}, {self.max_new_tokens}.")
+        if self.tasks:
+            self.tasks = list(dict.fromkeys(self.tasks))  # a task named twice trains once
         if self.oracle and Path(self.out) == paths.home() / "zoo" / "bigbench":
             self.out = str(paths.home() / "zoo" / "oracle")  # never mix oracle experts into the generators' zoo
 
@@ -274,11 +278,15 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
 
 def build_zoo(cfg: BuildConfig) -> Zoo:
     """Build (or resume) the zoo at cfg.out; returns it."""
-    _, _, names = plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
+    _, split, names = plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
     zoo = open_zoo(cfg)
     seed = Zoo(cfg.seed_from) if cfg.seed_from else None
     if seed is not None:
         _refuse_another_config(seed, cfg, "it cannot seed this build")
+        leaked = [r.name for r in seed.records() if split is not None and not cfg.oracle and r.name in split.heldout]
+        if leaked:  # plan() keeps them out of a build; a seed must not bring them in
+            raise HypergenError(f"The seed zoo {cfg.seed_from} holds held-out tasks' experts ({', '.join(leaked[:5])}): no zoo expert may come from them; "
+                                "seed from a zoo built without --oracle.")
     if not cfg.refresh:
         _refuse_changed_settings(zoo, seed, names, cfg)  # before a seed expert is copied or any training starts
     if seed is not None:
@@ -333,8 +341,8 @@ def build_multitask(cfg: BuildConfig, *, steps: int, per_task: int) -> ExpertRec
     out = train_expert(res, examples, ecfg, run_name="multitask", group="zoo")
     rec = ExpertRecord(
         name="multitask", family="multitask", descriptions=["All zoo tasks together."], categories=[], source=cfg.suite,
-        metric="mixed", base_score={}, expert_score={}, steps=steps, seconds=round(out.seconds, 1), n_train=out.n_examples,
-        n_truncated=out.n_truncated, trajectory_steps=[steps], config=config,
+        metric="mixed", base_score={}, expert_score={}, steps=len(out.losses), seconds=round(out.seconds, 1), n_train=out.n_examples,
+        n_truncated=out.n_truncated, trajectory_steps=[len(out.losses)], config=config,  # max_epochs may stop it before `steps`
     )
     zoo.set_multitask(rec, out.weights)
     return rec
