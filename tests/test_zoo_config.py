@@ -206,6 +206,29 @@ def test_deleting_a_corrupt_manifest_and_rebuilding_readopts_every_expert(tiny_p
     assert zoo.meta["lora"] == tiny_zoo.meta["lora"]
 
 
+def test_a_bigbench_zoo_readopted_without_its_manifest_keeps_its_reader_version(tiny_path, zoo_copy):
+    """The corrupt-manifest recovery (delete it, rebuild) adopts the folders without the build's meta: the
+    reader version comes from the experts' records, so a reader-2 zoo is not taken for a version-1 one."""
+    from hypergen.tasks.bigbench import READER_VERSION
+
+    def mark(readers):  # the copy's experts as BIG-bench experts with these recorded reader versions, manifest lost
+        for f, v in zip(sorted((zoo_copy / "experts").glob("*/expert.json")), readers):
+            rec = {**json.loads(f.read_text()), "source": "bigbench"}
+            rec["config"] = {k: x for k, x in rec["config"].items() if k != "bigbench_reader"} | ({"bigbench_reader": v} if v else {})
+            f.write_text(json.dumps(rec))
+        (zoo_copy / "manifest.json").unlink(missing_ok=True)
+
+    cfg = replace(same_build(tiny_path, zoo_copy), suite="bigbench")
+    mark([READER_VERSION] * 4)
+    build._refuse_another_config(Zoo(zoo_copy, create=True), cfg, "x")  # adopted as what it is: no refusal
+    mark([READER_VERSION, None, READER_VERSION, READER_VERSION])
+    with pytest.raises(HypergenError, match="mixes experts trained on BIG-bench reader versions"):
+        build._refuse_another_config(Zoo(zoo_copy, create=True), cfg, "x")
+    mark([None] * 4)  # records from before experts kept it: version 1's prompts
+    with pytest.raises(HypergenError, match="reader version 1; this build reads version"):
+        build._refuse_another_config(Zoo(zoo_copy, create=True), cfg, "x")
+
+
 def test_opening_a_zoo_to_build_trusts_the_folders_and_sweeps_what_kills_left(zoo_copy):
     """A retrain killed between its folder's rename and the manifest update: the folder's record wins. Temp
     files of killed manifest writes and half-written or set-aside folders are removed."""

@@ -151,10 +151,19 @@ def _refuse_another_config(zoo: Zoo, cfg: BuildConfig, then: str) -> None:
     if have is not None and have.changes(want):
         raise HypergenError(f"The zoo at {zoo.root} holds {have}; this build asks for {', '.join(have.changes(want))}: {then}.")
     # experts trained on another reader's prompts must not be mixed with new ones, nor relabelled by record_meta
-    reader = zoo.meta.get("bigbench_reader", 1)  # zoos built before it was recorded saw version 1's prompts
+    reader = zoo.meta.get("bigbench_reader") or _records_reader(zoo)
     if cfg.suite == "bigbench" and len(zoo) and reader != meta["bigbench_reader"]:
         raise HypergenError(f"The zoo at {zoo.root} holds experts trained on BIG-bench prompts of reader version {reader}; this build "
                             f"reads version {meta['bigbench_reader']} (example and choice prefixes, data/README.md): {then}.")
+
+
+def _records_reader(zoo: Zoo) -> int:
+    """The BIG-bench reader version the experts' own records give (a manifest rebuilt by adopting folders
+    has no build meta). Records made before experts kept it, and zoos before it was recorded, saw version 1."""
+    versions = {r.config.get("bigbench_reader", 1) for r in zoo.records() if r.source == "bigbench"}
+    if len(versions) > 1:
+        raise HypergenError(f"The zoo at {zoo.root} mixes experts trained on BIG-bench reader versions {sorted(versions)}: rebuild it into another --out.")
+    return versions.pop() if versions else 1
 
 
 def open_zoo(cfg: BuildConfig) -> Zoo:
@@ -244,7 +253,8 @@ def _record(task, cfg: BuildConfig, out, base, expert) -> ExpertRecord:
         n_train=out.n_examples,
         n_truncated=out.n_truncated,
         trajectory_steps=[s for s, _ in out.trajectory],
-        config={**cfg.expert.to_dict(), "steps_run": len(out.losses), "selected_step": out.selected_step, "val_loss": out.val_losses},
+        config={**cfg.expert.to_dict(), "steps_run": len(out.losses), "selected_step": out.selected_step, "val_loss": out.val_losses,
+                **({"bigbench_reader": _meta(cfg)["bigbench_reader"]} if task.source == "bigbench" else {})},  # kept if the manifest is lost
     )
 
 
