@@ -265,6 +265,15 @@ def test_build_settings_that_would_blame_a_task_are_refused(tiny_path, tmp_path)
     assert BuildConfig(tasks=["a", "b", "a"]).tasks == ["a", "b"]  # named twice, trained once
 
 
+def test_every_unusable_task_is_named_before_any_training(tiny_path, tmp_path, no_training):
+    lines = [{"task": "ok", "input": f"in {i}", "output": "out", "description": "Copy it."} for i in range(20)]
+    lines += [{"task": t, "input": "a", "output": "b", "description": "Too few examples."} for t in ("tiny", "small")]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = BuildConfig(suite=str(tmp_path / "s.jsonl"), out=str(tmp_path / "z"), base=str(tiny_path), limit=None)
+    with pytest.raises(HypergenError, match=r"2 task\(s\) cannot make an expert: Task tiny .* Task small "):
+        build_zoo(cfg)  # not Trained: refused before "ok" trained
+
+
 def test_every_build_option_has_help():
     """`hypergen zoo build --help` documents every field of BuildConfig and the configs nested in it."""
     import dataclasses

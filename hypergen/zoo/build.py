@@ -286,9 +286,22 @@ def _work(cfg: BuildConfig, rank: int = 0, world: int = 1) -> None:
     bar.close()
 
 
+def _refuse_unusable(suite, names: list[str], cfg: BuildConfig) -> None:
+    """Every task that cannot make an expert, named before any training: met during the build, one such
+    task stopped it there, hours in, and every rerun stopped at it again."""
+    bad = []
+    for n in names:
+        try:
+            _task_data(suite.get(n), None, cfg)
+        except HypergenError as e:
+            bad.append(str(e).splitlines()[0])
+    if bad:
+        raise HypergenError(f"{len(bad)} task(s) cannot make an expert: {' '.join(bad[:5])} Fix them, or name the others with --tasks.")
+
+
 def build_zoo(cfg: BuildConfig) -> Zoo:
     """Build (or resume) the zoo at cfg.out; returns it."""
-    _, split, names = plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
+    suite, split, names = plan(cfg)  # fail early (unknown tasks, held-out names, empty suite) before any rank starts
     zoo = open_zoo(cfg)
     seed = Zoo(cfg.seed_from) if cfg.seed_from else None
     if seed is not None:
@@ -305,6 +318,8 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
         for rec in seed.records():
             if not zoo.has(rec.name):
                 zoo.add(rec, seed.weights(rec.name), None)
+    if split is None:  # a split's tasks were checked when it was made; a suite given by path may hold any
+        _refuse_unusable(suite, [n for n in names if not zoo.has(n)], cfg)
     if cfg.devices == 1:
         _work(cfg)
     else:
