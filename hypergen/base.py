@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -565,12 +564,9 @@ def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: to
         if not (path / "config.json").is_file():
             raise HypergenError(f"{path} is not a Hugging Face model folder (no config.json); pass a folder saved with save_pretrained.")
     dev = pick_device(device)
-    t = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(dev)
     model.requires_grad_(False)  # the base is always frozen; new_trainable re-enables only its slot
     tok = AutoTokenizer.from_pretrained(path)
     if not getattr(tok, "chat_template", None):
         raise HypergenError(f"The tokenizer in {path} has no chat template; hypergen prompts through the chat template.")
-    res = ResidentModel(model, tok, name=name, path=Path(path))
-    res.load_seconds = time.perf_counter() - t
-    return res
+    return ResidentModel(model, tok, name=name, path=Path(path))

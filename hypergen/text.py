@@ -61,9 +61,6 @@ class MiniLMEncoder:
             emb = self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
         return emb.float().cpu()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=True)["input_ids"])
-
 
 class FakeEncoder:
     """Deterministic stand-in for tests: hashed words and character trigrams, L2-normalised."""

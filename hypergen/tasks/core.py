@@ -97,11 +97,6 @@ class TaskSuite:
         for name, loader in (loaders or {}).items():
             self._entries[name] = loader
 
-    @property
-    def tasks(self) -> list[Task]:
-        """All tasks, loaded. On a lazy suite this reads every file: `select` first."""
-        return list(self)
-
     def __len__(self) -> int:
         return len(self._entries)
 

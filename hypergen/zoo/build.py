@@ -94,7 +94,7 @@ def plan(cfg: BuildConfig):
             if leaked:
                 raise HypergenError(f"{leaked} are held-out tasks: no zoo expert may train on them (use --oracle to build the evaluation's reference experts in a separate zoo).")
     elif split is not None:
-        names = [n for n in (split.heldout if cfg.oracle else split.zoo) if n in suite.names()]
+        names = [n for n in (split.heldout if cfg.oracle else split.zoo) if n in suite]
     else:
         names = suite.names()
     if cfg.limit:
