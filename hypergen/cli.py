@@ -123,7 +123,8 @@ def zoo_multitask():
     """Train the multi-task LoRA baseline on all zoo tasks together (kept when rerun with the same settings)."""
     from hypergen.zoo.build import BuildConfig
 
-    # what build_multitask does not use, or sets itself (its steps are --steps below)
+    # what build_multitask does not use or sets itself (its steps are --steps below); a kept adapter is
+    # retrained by deleting its folder, as the "kept" message says, so --refresh is left out too
     unused = ("steps", "select", "init_seed", "progress", "eval_instances", "max_new_tokens", "devices", "strategy", "accelerator", "oracle", "seed_from", "refresh", "parallel")
 
     @_friendly
