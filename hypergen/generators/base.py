@@ -93,6 +93,10 @@ class Generator(nn.Module):
         """Differentiable flat adapters (B, P) for the sft objective, plus extra loss terms."""
         raise HypergenError(f"The {self.family} generator cannot train with objective 'sft'; use --objective recon.")
 
+    def fit_conditions(self, emb: torch.Tensor) -> None:
+        """Before sft training from scratch, the training tasks' description embeddings (N, D): a family that
+        normalises its input on them (t2l) fits that here; the others need nothing."""
+
     def training_examples(self) -> torch.utils.data.Dataset:
         """(expert index, checkpoint index, variant index) triples over the bank; families may override."""
         items = [(i, t, v) for i in range(len(self.bank)) for t in range(len(self.bank.traj[i])) for v in range(len(self.bank.variants[i]))]

@@ -257,7 +257,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     data = generator.training_examples()
     if len(data) == 0:
         raise HypergenError("No training examples: the zoo is empty.")
-    if cfg.objective == "sft" and sft_data is not None and getattr(generator, "fit_conditions", None) and generator.checkpoint is None:
+    if cfg.objective == "sft" and sft_data is not None and generator.checkpoint is None:
         generator.fit_conditions(torch.cat([t.cond for t in sft_data.tasks]))  # t2l centres and scales on its training descriptions
     validate = cfg.objective == "sft" and sft_data is not None and bool(sft_data.val)
     lit = LitGenerator(generator, cfg, data, sft=sft_data)
