@@ -59,7 +59,12 @@ def test_per_row_adapters_match_single_runs(resident):
         assert got == pytest.approx(want, abs=1e-4)
     assert s_one != pytest.approx(s_base, abs=1e-3)
     answers = resident.answer(texts, adapter_names=[None, "one", "two"], max_new_tokens=4)
-    assert len(answers) == 3
+    alone = []
+    for name in (None, "one", "two"):
+        resident.deactivate() if name is None else resident.activate(name)
+        alone.append(resident.answer(["abc"], max_new_tokens=4)[0])
+    resident.deactivate()
+    assert answers == alone  # each row answered as under its adapter alone
 
 
 def test_score_equals_manual_loglik(resident):

@@ -81,6 +81,8 @@ def test_bayesian_model_average_on_the_tiny_model(tiny_bank, resident, review_in
     torch.testing.assert_close(torch.tensor(rep.probs, dtype=torch.float32), want, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(torch.tensor(per[0]), torch.tensor(per[1]))  # the samples really differ
     assert rep.ece == pytest.approx(ece(want, rep.labels), abs=1e-4)
+    mean_h = sum(predictive_entropy(p) for p in per) / len(per)  # H(BMA) - mean H(sample): disagreement, > 0 here
+    assert rep.mutual_information == pytest.approx(predictive_entropy(want) - mean_h, abs=1e-5) and rep.mutual_information > 0
     one = bayesian_calibration(resident, g, cond, review_instances, samples=1)
     assert one.samples == 1 and one.mutual_information == 0.0
 

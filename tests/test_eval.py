@@ -42,7 +42,9 @@ def test_small_eval_end_to_end_and_resume(tiny_zoo, tiny_path, tmp_path):
     assert all(1 <= json.loads(x)["max_new_tokens"] <= 16 for x in rows)
     probs = [p for x in rows for ps in json.loads(x).get("option_probs", []) for p in ps]
     assert probs and all(p == round(p, 6) for p in probs)  # kept short: the file is committed for the project's run
-    assert by[("antonyms", "oracle")]["rougeL"] == by[("antonyms", "nearest")]["rougeL"]
+    oracle, nearest, base = (by[("antonyms", m)] for m in ("oracle", "nearest", "base"))
+    assert oracle["answers"] == nearest["answers"] and oracle["nll"] == pytest.approx(nearest["nll"], abs=1e-6)  # the same adapter
+    assert oracle["nll"] != pytest.approx(base["nll"], abs=1e-4)  # and not no adapter (ROUGE-L is ~0 for all on the tiny model)
     # resume: a rerun finds every row done and appends nothing
     r2 = run(tiny_zoo, tiny_path, tmp_path / "res", *methods)
     assert r2.exit_code == 0 and len((tmp_path / "res" / "results.jsonl").read_text().splitlines()) == len(rows)

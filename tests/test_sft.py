@@ -205,6 +205,7 @@ def test_validation_families_pick_the_checkpoint(tiny_bank, tiny_zoo, resident, 
     summary = train_generator(g, cfg, tmp_path / "v", sft_data=data, run_name="val")
     vals = [h["val_nll"] for h in summary["history"] if "val_nll" in h]
     assert len(vals) == 3 and summary["best_val_nll"] == pytest.approx(min(vals), abs=1e-6)
+    assert vals.index(min(vals)) < len(vals) - 1  # the best is not the last step, so keeping the last would show below
     best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     for k, v in g.state_for_save().items():
         torch.testing.assert_close(v, best[f"generator.{k}"])  # the generator kept is the best, not the last
@@ -284,11 +285,14 @@ def test_a_finished_run_extends_with_more_steps(sft, tiny_bank, tmp_path):
     g = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
     g.load_state_dict(start)
     first = train_generator(g, sft_cfg(steps=3), tmp_path / "ext", sft_data=sft, run_name="ext")
-    more = train_generator(build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0), sft_cfg(steps=5), tmp_path / "ext", sft_data=sft, run_name="ext")
+    g_more = build("t2l", tiny_bank, hidden=32, dropout=0.0, noise=0.0)
+    more = train_generator(g_more, sft_cfg(steps=5), tmp_path / "ext", sft_data=sft, run_name="ext")
     assert first["steps_done"] == 3 and more["resumed_from"] == 3 and more["steps_done"] == 5
     assert [h["step"] for h in more["history"]] == [0, 1, 2, 3, 4]
     for a, b in zip(more["history"], ref["history"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    for k, v in whole.state_for_save().items():  # and the weights after step 5's update too
+        torch.testing.assert_close(g_more.state_for_save()[k], v, atol=1e-6, rtol=1e-5)
 
 
 def test_the_description_goes_in_the_prompt_of_a_share_of_rows(tiny_bank, tiny_zoo, resident):

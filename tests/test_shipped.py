@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from hypergen.paths import REPO_ROOT
 from hypergen.testing import smollm2_bank
@@ -66,8 +67,12 @@ def test_shipped_generator_loads_and_generates(name, real_encoder):
 
     gen = api.get_generator(name)
     assert gen.inference_only == bool(gen.training_only and not (REPO_ROOT / "generators" / name / "training.safetensors").is_file())
-    res = gen.generate(real_encoder.encode(["Decide whether the two sentences mean the same thing."])[0])
-    assert tuple(res.weights.modules) == SMOLLM2.paths
+    one, two = (gen.generate(real_encoder.encode([d])[0]).weights for d in ("Decide whether the two sentences mean the same thing.", "Translate the word into French."))
+    assert tuple(one.modules) == SMOLLM2.paths
+    assert all(torch.isfinite(a).all() and torch.isfinite(b).all() for a, b in one.modules.values())
+    assert any(float(b.abs().max()) > 0 for _, b in one.modules.values())  # loaded weights, not a zero update
+    if gen.uses_description:  # another description, another adapter
+        assert any(not torch.equal(one.delta(p), two.delta(p)) for p in one.modules)
 
 
 @pytest.mark.integration
@@ -78,8 +83,12 @@ def test_shipped_zoo_activates_in_the_real_base(real_resident):
     from hypergen.zoo.store import Zoo
 
     zoo = Zoo(ZOO)
+    before = real_resident.score(["The movie was great."], [["yes", "no"]])[0]
     real_resident.activate(zoo.weights(SHIPPED_EXPERTS[0]), name="shipped")
+    active = real_resident.score(["The movie was great."], [["yes", "no"]])[0]
     real_resident.deactivate()
+    assert active != pytest.approx(before, abs=1e-3)  # the expert changes the model's scores
+    assert real_resident.score(["The movie was great."], [["yes", "no"]])[0] == pytest.approx(before, abs=1e-5)  # and leaves it as it was
     r = CliRunner().invoke(app, ["zoo", "list", "--json"])
     assert r.exit_code == 0 and [x["name"] for x in json.loads(r.stdout)] == SHIPPED_EXPERTS
 

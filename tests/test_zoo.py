@@ -146,7 +146,12 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
     zoo = build_zoo(old_way)  # resumable: done is done
     assert (zoo.folder("antonyms") / "expert.json").stat().st_mtime == mtime
 
+    build_multitask(cfg, steps=2, per_task=4)  # packed beside the experts (the shipped zoo/ has one)
     packed = zoo.pack(tmp_path / "packed")  # int8 per-row absmax
+    mt, mt_packed = zoo.multitask(), packed.multitask()
+    assert mt is not None and mt_packed is not None and packed.multitask_record().name == "multitask"
+    for p in mt.modules:
+        assert (mt_packed.delta(p) - mt.delta(p)).norm() <= 0.02 * mt.delta(p).norm() + 1e-9, p
     fresh = replace(cfg, out=str(tmp_path / "fresh"), seed_from=str(tmp_path / "packed"))  # a fresh machine
     with pytest.raises(HypergenError, match=r"antonyms \(select last -> val_loss\). Use --refresh"):
         build_zoo(fresh)  # the seed's antonyms was trained another way than this build asks
@@ -164,7 +169,6 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
 
     with safe_open(str(packed.folder("antonyms") / "adapter_q8.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys() if k.endswith(".q")} == {torch.int8}
-    assert packed.multitask() is not None or zoo.multitask() is None
     fp16 = zoo.pack(tmp_path / "packed16", dtype=torch.float16)
 
     with safe_open(str(fp16.folder("antonyms") / "adapter_model.safetensors"), "pt") as f:
