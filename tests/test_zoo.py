@@ -245,13 +245,12 @@ def test_sigkill_at_any_moment_loses_nothing(tiny_path, tmp_path):
     assert not [p for p in (out / "experts").iterdir() if p.name.startswith(".")]  # no half-written folder left
 
 
-def test_zoo_list_cli(tiny_path, tmp_path):
+def test_zoo_list_cli(tiny_zoo, tmp_path):
     from typer.testing import CliRunner
 
     from hypergen.cli import app
 
-    build_zoo(tiny_cfg(tiny_path, tmp_path / "zoo"))
-    r = CliRunner().invoke(app, ["zoo", "list", "--zoo", str(tmp_path / "zoo"), "--json"])
+    r = CliRunner().invoke(app, ["zoo", "list", "--zoo", str(tiny_zoo.root), "--json"])  # the session's zoo: no build of its own
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [x["name"] for x in rows][:2] == ["antonyms", "review_sentiment"] and {"base_score", "expert_score", "steps", "description"} <= set(rows[0])
