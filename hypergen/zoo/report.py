@@ -16,7 +16,7 @@ def why_not(r: ExpertRecord) -> str:
     if r.metric == "accuracy" and n and abs(exp - base) <= 2 * (max(base * (1 - base), 0.05) / n) ** 0.5:
         return f"within noise (+-2 s.e. on {n} test instances)"
     if r.metric == "rougeL" and exp < 0.05:
-        return "expert never produced the target words (task too hard for a 135M base in 100 steps?)"
+        return f"expert never produced the target words (task too hard for this base in {r.steps} steps?)"
     if r.config.get("select", "last") == "last":
         return "expert worse than base; built before validation early stopping (select=last), so it likely overfit its train set"
     return "expert worse than base even at its best validation checkpoint: the train/test distributions may differ"
@@ -26,6 +26,15 @@ def _shown(path: Path) -> str:
     """A path as a reader can retype it: under the home folder as ~/..."""
     home = Path.home()
     return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+def _split(zoo: Zoo) -> str:
+    """Where the test instances come from, as the build recorded it."""
+    if zoo.meta.get("split"):
+        return f"the split is {zoo.meta['split']}"
+    if zoo.meta.get("suite") in (None, "bigbench"):  # zoos built before the suite was recorded are BIG-bench ones
+        return "the split is data/splits/bigbench.json"
+    return f"a seeded division of {zoo.meta['suite']}"
 
 
 TITLE = "The expert zoo"
@@ -41,8 +50,8 @@ def zoo_report(zoo: Zoo, title: str = TITLE, command: str = "", out: str | Path 
         f"# {title}",
         "",
         f"Zoo: `{_shown(zoo.root)}`. Base model: {zoo.meta.get('base_model', '?')}. LoRA: {zoo.meta.get('lora', {})}.",
-        "Scores on each task's own test instances (up to 50; the split is data/splits/bigbench.json): accuracy by "
-        "log-likelihood over the options for multiple-choice tasks, ROUGE-L of the greedy answer otherwise.",
+        f"Scores on each task's own test instances (up to {max((r.base_score.get('n', 0) for r in recs), default=0)}; {_split(zoo)}): "
+        "accuracy by log-likelihood over the options for multiple-choice tasks, ROUGE-L of the greedy answer otherwise.",
     ]
     if command:
         named = ("" if title == TITLE else f' --title "{title}"') + ("" if command == COMMAND else f' --command "{command}"')
@@ -50,7 +59,7 @@ def zoo_report(zoo: Zoo, title: str = TITLE, command: str = "", out: str | Path 
     if recs:
         lines += [
             "",
-            f"**Summary: {len(recs)} experts from {len(families)} BIG-bench families; {len(better)} of {len(recs)} "
+            f"**Summary: {len(recs)} experts from {len(families)} {'BIG-bench ' if zoo.meta.get('suite') == 'bigbench' else ''}families; {len(better)} of {len(recs)} "
             f"({100 * len(better) / len(recs):.0f}%) beat the base on their own task; median gain {statistics.median(gains):+.3f}, "
             f"mean {statistics.mean(gains):+.3f}; median training time {statistics.median(r.seconds for r in recs):.0f} s per expert.**",
         ]
