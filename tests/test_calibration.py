@@ -37,6 +37,25 @@ def test_brier_and_entropy_by_hand():
     assert accuracy(PROBS, LABELS) == 0.75
 
 
+def test_several_correct_options_count_as_one_class():
+    """A BIG-bench tie: options 1 and 2 both correct. The top option 2 is right (as the accuracy column
+    counts it), and the Brier score takes p(correct) = 0.3 + 0.5."""
+    probs, labels = [[0.2, 0.3, 0.5]], [[1, 2]]
+    assert accuracy(probs, labels) == 1.0 and ece(probs, labels, bins=1) == pytest.approx(0.5)  # |1 - 0.5|
+    assert brier(probs, labels) == pytest.approx((1 - 0.8) ** 2 + 0.2**2)
+    assert brier(PROBS, [[y] for y in LABELS]) == pytest.approx(brier(PROBS, LABELS))  # a list of one is the index
+    with pytest.raises(HypergenError, match="not an option index"):
+        brier(probs, [[]])
+
+
+def test_option_labels_keep_every_correct_option():
+    from hypergen.eval.calibration import option_labels
+    from hypergen.tasks import Instance
+
+    one, two = Instance("q", ["b"], ["a", "b", "c"]), Instance("q", ["a", "c"], ["a", "b", "c"])
+    assert option_labels([one, two]) == [1, [0, 2]]
+
+
 def test_tensors_work_like_lists():
     t = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     assert ece(t, torch.tensor([0, 1, 1])) == pytest.approx(ece(PROBS[:3], LABELS[:3]))

@@ -1,13 +1,15 @@
 """Calibration of multiple-choice predictions, and Bayesian model averaging over sampled adapters.
 
 Every metric takes per-instance option probabilities `probs` (a list of lists, ragged allowed: each
-instance may have its own number of options, or an (n, K) tensor) and `labels`, the index of the
-correct option of each instance. With p_i the probability vector of instance i, y_i its label,
-conf_i = max_k p_ik and correct_i = [argmax_k p_ik == y_i]:
+instance may have its own number of options, or an (n, K) tensor) and `labels`: per instance the index
+of its correct option, or the list of them where several are correct (BIG-bench ties; 22 of the 572
+held-out multiple-choice instances). With p_i the probability vector of instance i, Y_i its correct
+set, conf_i = max_k p_ik and correct_i = [argmax_k p_ik in Y_i] (as the accuracy column counts it):
 
     ECE     = sum_b (|B_b| / n) * | mean_{i in B_b} correct_i - mean_{i in B_b} conf_i |
               over `bins` equal-width confidence bins (0, 1/bins], (1/bins, 2/bins], ... (conf 0 in the first)
-    Brier   = (1/n) sum_i sum_k (p_ik - [k == y_i])^2                (multi-class; 0 best, 2 worst)
+    Brier   = (1/n) sum_i [(1 - sum_{k in Y_i} p_ik)^2 + sum_{k not in Y_i} p_ik^2]
+              (multi-class, the correct options as one class; 0 best, 2 worst)
     entropy = (1/n) sum_i -sum_k p_ik log p_ik                        (nats; 0 log 0 = 0)
 
 `bayesian_calibration` samples S adapters from a generator, scores the options under each, averages
@@ -38,14 +40,18 @@ def _rows(probs) -> list[torch.Tensor]:
     return rows
 
 
-def _labels(labels, rows) -> list[int]:
-    labels = [int(y) for y in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+def _labels(labels, rows) -> list[set[int]]:
+    """Each instance's correct option indices (a label is an index or a list of them)."""
+    labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
     if len(labels) != len(rows):
         raise HypergenError(f"{len(rows)} probability rows but {len(labels)} labels; give one label per instance.")
+    out = []
     for i, (y, r) in enumerate(zip(labels, rows)):
-        if not 0 <= y < r.numel():
+        ys = {int(k) for k in (y if isinstance(y, list | tuple) else [y])}
+        if not ys or not all(0 <= k < r.numel() for k in ys):
             raise HypergenError(f"Instance {i}: label {y} is not an option index (it has {r.numel()} options).")
-    return labels
+        out.append(ys)
+    return out
 
 
 def ece(probs, labels, bins: int = 10) -> float:
@@ -55,7 +61,7 @@ def ece(probs, labels, bins: int = 10) -> float:
     rows = _rows(probs)
     ys = _labels(labels, rows)
     conf = torch.stack([r.max() for r in rows])
-    correct = torch.tensor([float(int(r.argmax()) == y) for r, y in zip(rows, ys)], dtype=torch.float64)
+    correct = torch.tensor([float(int(r.argmax()) in y) for r, y in zip(rows, ys)], dtype=torch.float64)
     which = (torch.ceil(conf * bins) - 1).clamp(0, bins - 1).long()  # bin b holds (b/bins, (b+1)/bins]
     total = 0.0
     for b in range(bins):
@@ -69,7 +75,12 @@ def brier(probs, labels) -> float:
     """Multi-class Brier score (see module doc), in [0, 2]."""
     rows = _rows(probs)
     ys = _labels(labels, rows)
-    return sum(float(((r - torch.nn.functional.one_hot(torch.tensor(y), r.numel()).double()) ** 2).sum()) for r, y in zip(rows, ys)) / len(rows)
+    total = 0.0
+    for r, y in zip(rows, ys):
+        right = torch.zeros_like(r, dtype=torch.bool)
+        right[list(y)] = True
+        total += (1 - float(r[right].sum())) ** 2 + float((r[~right] ** 2).sum())
+    return total / len(rows)
 
 
 def entropies(probs) -> list[float]:
@@ -86,7 +97,7 @@ def predictive_entropy(probs) -> float:
 def accuracy(probs, labels) -> float:
     rows = _rows(probs)
     ys = _labels(labels, rows)
-    return sum(int(r.argmax()) == y for r, y in zip(rows, ys)) / len(rows)
+    return sum(int(r.argmax()) in y for r, y in zip(rows, ys)) / len(rows)
 
 
 @dataclass
@@ -94,7 +105,7 @@ class CalibrationReport:
     """What `bayesian_calibration` measured. probs: the BMA option probabilities per instance."""
 
     probs: list[list[float]]
-    labels: list[int]
+    labels: list[int | list[int]]
     samples: int
     accuracy: float
     ece: float
@@ -106,8 +117,8 @@ class CalibrationReport:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items() if k not in ("probs", "labels")} | {"n": len(self.labels)}
 
 
-def option_labels(instances) -> list[int]:
-    """Index of the correct option (the first option listed among the targets) of each instance."""
+def option_labels(instances) -> list[int | list[int]]:
+    """Each instance's correct option: its index, or the list of indices where several are correct."""
     out = []
     for i in instances:
         if not i.options:
@@ -115,7 +126,7 @@ def option_labels(instances) -> list[int]:
         hit = [k for k, o in enumerate(i.options) if o in i.targets]
         if not hit:
             raise HypergenError(f"Instance {i.input[:40]!r}: none of its options {i.options} is a target {i.targets}.")
-        out.append(hit[0])
+        out.append(hit[0] if len(hit) == 1 else hit)
     return out
 
 

@@ -413,8 +413,10 @@ def _row(j: Job, s, test: list, key: dict, seconds: float) -> dict:
         row = {"task": et.task.name, "method": str(m), "seed": j.seed, **s.to_dict(), "multiple_choice": s.accuracy is not None}
     row |= {"max_new_tokens": key["max_new_tokens"], "seconds": round(seconds, 2)}
     if s.option_probs is not None:
+        from hypergen.eval.calibration import option_labels
+
         row["option_probs"] = [[round(p, PROB_DIGITS) for p in ps] for ps in s.option_probs]  # full floats tripled the file
-        row["labels"] = [next(k for k, o in enumerate(i.options) if o in i.targets) for i in test]
+        row["labels"] = option_labels(test)  # an index, or the list of them where several options are correct
         row["chosen"] = [i.options[max(range(len(p)), key=p.__getitem__)][:ANSWER_CHARS] for p, i in zip(s.option_probs, test)]
     else:
         row["answers"] = [a[:ANSWER_CHARS] for a in s.answers]
