@@ -226,20 +226,29 @@ def test_sigkill_at_any_moment_loses_nothing(tiny_path, tmp_path):
         "--steps", "30", "--batch-size", "4", "--eval-instances", "4", "--logger", "none", "--limit", "4",
     ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
+
+    def built() -> list[str]:
+        return [r["name"] for r in json.loads((out / "manifest.json").read_text())["experts"]] if (out / "manifest.json").is_file() else []
+
     kills = 0
-    for delay in (4.0, 6.0, 7.5):
+    for after in (0.0, 0.4, 1.5):  # killed at a varying moment after an expert lands: in the next one's training or writing
+        before = len(built())
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while p.poll() is None and len(built()) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(after)
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             kills += 1
         p.wait()
-        if (out / "manifest.json").is_file():
-            json.loads((out / "manifest.json").read_text())  # never half-written
-    assert kills >= 1
+        built()  # the manifest is never half-written: it parses after every kill
+    assert kills >= 2 and built()
+    done = {n: (Zoo(out).record(n).seconds, (out / "experts" / n / "expert.json").stat().st_mtime) for n in built()}
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     zoo = Zoo(out)
     assert sorted(zoo.names()) == sorted(["antonyms", "review_sentiment", "reverse_words", "uppercase"])
+    assert {n: (zoo.record(n).seconds, (out / "experts" / n / "expert.json").stat().st_mtime) for n in done} == done  # finished ones kept, not retrained
     for n in zoo.names():
         zoo.weights(n).validate_for(__import__("hypergen.base", fromlist=["x"]).load_base(tiny_path).model)
     assert not [p for p in (out / "experts").iterdir() if p.name.startswith(".")]  # no half-written folder left
