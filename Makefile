@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup install models browser demo test test-fast bench rebuild rebuild-zoo rebuild-generators rebuild-results
+.PHONY: setup install models browser demo test test-fast bench rebuild rebuild-zoo rebuild-generators rebuild-zoo-generators rebuild-sft-generators rebuild-results
 
 setup: install models browser demo  ## venv + pinned install + models and BIG-bench into ~/.cache/hypergen + Chromium, then a first adapter
 
@@ -59,11 +59,15 @@ rebuild-zoo: install  ## 60 experts + the multi-task LoRA, packed int8 into zoo/
 	$(H) zoo build --oracle
 	$(H) zoo report --zoo $(CACHE)/zoo/oracle --out docs/oracle.md --title "$(ORACLE_TITLE)" --command "hypergen zoo build --oracle"
 
-rebuild-generators: install  ## sg, icm, abmll from the zoo in the cache; t2l and mtlora through the base on the BIG-bench training tasks
+rebuild-generators: rebuild-zoo-generators rebuild-sft-generators  ## both below
+
+rebuild-zoo-generators: install  ## sg, icm, abmll from the zoo in the cache (after rebuild-zoo)
 	$(H) train sg --objective recon --steps 800 --batch-size 16 $(ZOO_TRAIN) --out generators/sg
 	$(H) train icm --objective recon --steps 600 --batch-size 16 $(ZOO_TRAIN) --out generators/icm
 	$(H) train abmll --objective recon --steps 600 --batch-size 16 $(ZOO_TRAIN) --out $(CACHE)/generators/abmll-recon
 	$(H) train abmll --objective sft --steps 80 --batch-size 4 $(ZOO_TRAIN) --init $(CACHE)/generators/abmll-recon --out generators/abmll
+
+rebuild-sft-generators: install  ## t2l (packed into generators/) and mtlora through the base on the BIG-bench training tasks; no zoo needed
 	$(H) train t2l $(SFT_RUN)
 	$(H) train t2l $(SFT_RUN) --export
 	rm -rf generators/t2l && $(H) generator-pack $(CACHE)/generators/t2l generators/t2l
