@@ -62,13 +62,18 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
         for metric in METRICS:
             if r.get(metric) is not None:
                 per.setdefault(r["method"], {}).setdefault(r["task"], {}).setdefault(metric, []).append(r[metric])
-    seed0 = {(r["method"], r["task"], metric): r[metric] for r in rows if r["seed"] == 0 for metric in METRICS if r.get(metric) is not None}
+    seed0: dict[str, dict[str, dict[str, float]]] = {}  # method -> metric -> task -> seed 0's value (what controls pair)
+    for r in rows:
+        if r["seed"] == 0:
+            for metric in METRICS:
+                if r.get(metric) is not None:
+                    seed0.setdefault(r["method"], {}).setdefault(metric, {})[r["task"]] = r[metric]
 
     def task_means(method: str, metric: str) -> dict[str, float]:
         return {t: sum(v[metric]) / len(v[metric]) for t, v in per.get(method, {}).items() if metric in v}
 
     def seed0_scores(method: str, metric: str) -> dict[str, float]:  # the instances the controls are scored on
-        return {t: v for (m, t, k), v in seed0.items() if m == method and k == metric}
+        return seed0.get(method, {}).get(metric, {})
 
     methods = {}
     for m in sorted(per, key=lambda k: Method.parse(k).sort_key()):
