@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from hypergen import api
+from hypergen.identity import require_same_base
 
 # api.generate is thread-safe on its own; the page's zoo-map encode calls the encoder directly, and a
 # warning it raises must not show in another session's result (warnings.catch_warnings is
@@ -73,7 +74,7 @@ class SessionAdapters:
     def __init__(self, model, max_slots: int = 32):
         self.model = model
         self.max_slots = max(1, max_slots)
-        self.lock = threading.Lock()
+        self.lock = model.lock  # the model's own (reentrant) lock: api calls in this process serialise with the sessions
         self._loaded: OrderedDict[str, object] = OrderedDict()  # slot -> the LoraWeights in it, LRU order
 
     @staticmethod
@@ -84,6 +85,7 @@ class SessionAdapters:
     def _ensure(self, slot: str, weights) -> None:
         """Caller holds the lock."""
         if self._loaded.get(slot) is not weights:
+            require_same_base(weights.base_model, self.model.name, "The generated adapter")  # shapes alone pass a same-size other base
             self.model.load_adapter(slot, weights)  # in place when the slot exists: a few small copies
             self._loaded[slot] = weights
         self._loaded.move_to_end(slot)

@@ -45,7 +45,7 @@ def call(what: str, fn, *args, **kwargs):
 def generate(description: str, generator: str, samples: int):
     """Generate into a temporary PEFT folder, keep the result, its zoo map and the folder as a zip in the session."""
     with st.spinner("Generating..."), tempfile.TemporaryDirectory() as tmp:
-        res = call("Generation", generate_adapter, description, generator, samples=samples, activate=False, out=tmp, zoo_path=SETTINGS.zoo, encoder_name=SETTINGS.encoder)
+        res = call("Generation", generate_adapter, description, generator, samples=samples, activate=False, out=tmp, zoo_path=SETTINGS.zoo, encoder_name=SETTINGS.encoder, base=SETTINGS.base)
         points = call("Zoo map", description_map, res.description, SETTINGS.zoo, SETTINGS.encoder) if res else None
         state.update(result=res, zoo_map=points, zip=zip_folder(tmp) if res else None, answers=None)
 
@@ -105,6 +105,8 @@ with st.sidebar:
                                      help="Answer with the description in the prompt as well as in the adapter (the default is the mode the held-out evaluation picked).")
     zoo = SETTINGS.zoo or call("Finding the zoo", api.default_zoo_path)
     st.caption(f"zoo: {zoo}  \nbase: {base_name(SETTINGS.base)}  \nencoder: {SETTINGS.encoder}")
+    if not SETTINGS.generator and DEFAULT != api.DEFAULT_GENERATOR:  # as api.generate's note says when it falls back
+        st.warning(f"No trained {api.DEFAULT_GENERATOR} checkpoint was found, so {DEFAULT} is preselected: set HYPERGEN_GENERATORS to the shipped generators/ folder.")
 
 st.title("hypergen")
 st.write("Describe a task in words and get a LoRA adapter for the base model, made by a generator trained on hundreds of described tasks or on a zoo of expert adapters.")

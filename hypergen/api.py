@@ -117,6 +117,8 @@ def answer(
     weights = LoraWeights.load(adapter) if adapter is not None else None
     with _LOAD_LOCK:
         model = resident(base, device)
+    if weights is not None:
+        require_same_base(weights.base_model, model.name, f"The adapter at {adapter}")
     with model.lock:  # activate + answer as one step, or another thread's adapter answers
         if weights is None:
             model.deactivate()
@@ -439,7 +441,7 @@ def generate(
     samples: adapters to sample, 1 to MAX_SAMPLES (64; the spread is reported; the adapter is their mean).
     seed: the sampling seed, 0 to 2**63-1. out: write the adapter there as a PEFT folder.
     force: let out replace an existing adapter folder or write into a non-empty folder (other files are kept).
-    inputs: answer these with the adapter active (a bare string is one input).
+    inputs: answer these with the adapter (a bare string is one input; with activate=False it is applied per row and leaves the active adapter as it was).
     activate: make the adapter active in the resident base. zoo_path: the zoo folder (default: HYPERGEN_ZOO, the
     shipped zoo/, else the cache build). checkpoint: the generator's checkpoint folder (default: the user's
     trained one in the cache, else the shipped one). base: a local Hugging Face model folder instead of
@@ -483,8 +485,8 @@ def generate(
         t2 = time.perf_counter()
     notes += [str(w.message) for w in caught if "Description is" in str(w.message)]
     timings = {"encode": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000}
+    require_same_base(res.weights.base_model, made_for, f"The zoo at {zoo_path or default_zoo_path()}")  # made_for None: no base named
     if model is not None:
-        require_same_base(res.weights.base_model, model.name, f"The zoo at {zoo_path or default_zoo_path()}")
         res.weights.validate_for(model.model, model.name)  # before anything is written or activated
     # the adapter explains itself: res.weights.save() writes this beside the tensors as hypergen.json
     meta = {"generator": res.generator, "description": description, **{k: v for k, v in res.summary().items() if k in ("neighbors", "max_similarity", "in_range", "uncertainty")}}
@@ -493,12 +495,16 @@ def generate(
         weights.save(out, force=force)  # before activation: a refused or failed save leaves the resident model as it was
     answers = []
     if model is not None:
+        prompt = description if prompt_description else None
         with model.lock:  # activate + answer as one step, or another thread's adapter answers
-            t3 = time.perf_counter()
-            model.activate(weights, name="generated")
-            timings["activate"] = (time.perf_counter() - t3) * 1000
-            if inputs:
-                answers = model.answer(inputs, description=description if prompt_description else None, max_new_tokens=max_new_tokens)
+            if activate:
+                t3 = time.perf_counter()
+                model.activate(weights, name="generated")
+                timings["activate"] = (time.perf_counter() - t3) * 1000
+                if inputs:
+                    answers = model.answer(inputs, description=prompt, max_new_tokens=max_new_tokens)
+            else:  # answered through per-row weights: the resident model's active adapter stays as it was
+                answers = model.answer(inputs, description=prompt, max_new_tokens=max_new_tokens, adapters=[weights] * len(inputs))
     timings["total"] = sum(timings.values())  # the call's own work, not time spent waiting for another thread
     return replace(res, weights=weights, warnings=notes + res.warnings, timings_ms=timings, answers=answers)
 

@@ -64,6 +64,11 @@ def app(port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")
         raise HypergenError("Streamlit is not installed: pip install -e '.[app]' (or `make install`).")
     if settings.generator and settings.generator not in api.list_generators():  # the page would quietly pick another
         raise HypergenError(f"Unknown generator {settings.generator!r}; available: {', '.join(api.list_generators())}.")
+    from hypergen.base import check_base_folder, pick_device  # torch, only now: a wrong device or base fails here, not on every page
+
+    pick_device(settings.device)
+    if settings.base:
+        check_base_folder(settings.base)
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(SCRIPT),
         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",

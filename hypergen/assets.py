@@ -24,6 +24,7 @@ from hypergen.errors import HypergenError
 
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what adapter_config.json names (the same weights, from the GGUF)
 MINILM_NAME = "all-MiniLM-L6-v2"
 
 

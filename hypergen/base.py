@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +44,27 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}, {platform.system()} {platform.machine()}"
 
 
+def check_base_folder(path: str | Path) -> Path:
+    """`--base PATH` as a Path, refused unless it is a Hugging Face model folder."""
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise HypergenError(f"{path} is not a Hugging Face model folder (no config.json); pass a folder saved with save_pretrained.")
+    return path
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """cuda when present, else cpu; `device` overrides ("cpu", "cuda", "cuda:1")."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise HypergenError(f"Unknown device {device!r}: use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise HypergenError(f"device={device!r} was asked for but CUDA is not available here; use --device cpu or auto.")
-    return torch.device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise HypergenError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    return dev
 
 
 @dataclass
@@ -206,7 +221,25 @@ class ResidentModel:
             return self._row_context(lora)
         if self.peft is not None and self.active is None and adapter_names is None:
             return self.peft.disable_adapter()
+        if self.peft is not None and adapter_names is not None:
+            return self._routing_guard()
         return contextlib.nullcontext()
+
+    @contextmanager
+    def _routing_guard(self):
+        """peft routes adapter_names through forward pre-hooks that it removes only when the forward
+        returns (peft 0.21 has no try/finally there): after an exception (out of memory, Ctrl-C) they would
+        route every later call of this shared model with the old rows. This removes what the call left."""
+        mods = list(self.peft.modules())
+        before = [set(m._forward_pre_hooks) for m in mods]
+        try:
+            yield
+        except BaseException:
+            for m, keys in zip(mods, before):
+                for k in set(m._forward_pre_hooks) - keys:
+                    m._forward_pre_hooks.pop(k, None)
+                    m._forward_pre_hooks_with_kwargs.pop(k, None)
+            raise
 
     def _rows(self, adapter_names: Sequence[str | None] | None, n: int) -> dict:
         if adapter_names is None:
@@ -560,9 +593,7 @@ def load_base(path: str | Path | None = None, *, device: str = "auto", dtype: to
     if path is None:
         path = assets.ensure_smollm2()
     else:
-        path = Path(path).expanduser()
-        if not (path / "config.json").is_file():
-            raise HypergenError(f"{path} is not a Hugging Face model folder (no config.json); pass a folder saved with save_pretrained.")
+        path = check_base_folder(path)
     dev = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).to(dev)
     model.requires_grad_(False)  # the base is always frozen; new_trainable re-enables only its slot

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 
 from hypergen.errors import HypergenError
+from hypergen.identity import hub_id, short_name
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -87,7 +88,7 @@ class LoraWeights:
     # ---- checks against a base model -----------------------------------------------------------
     def validate_for(self, model: torch.nn.Module, base_name: str = "") -> None:
         """Raise a HypergenError naming the module and both shapes if this adapter does not fit `model`."""
-        made_for = f" (made for {self.base_model!r}, loaded base is {base_name!r})" if self.base_model and base_name and self.base_model != base_name else ""
+        made_for = f" (made for {self.base_model!r}, loaded base is {base_name!r})" if self.base_model and base_name and short_name(self.base_model) != short_name(base_name) else ""
         for path, (a, b) in self.modules.items():
             try:
                 mod = model.get_submodule(path)
@@ -117,7 +118,7 @@ class LoraWeights:
             lora_dropout=0.0,
             bias="none",
             task_type="CAUSAL_LM",
-            base_model_name_or_path=self.base_model or None,
+            base_model_name_or_path=hub_id(self.base_model) or None,  # AutoPeftModelForCausalLM loads the base from it
         )
 
     def config_json(self) -> str:
@@ -222,7 +223,9 @@ class LoraWeights:
                 raise HypergenError(f"{w_path}: tensor {key!r} has shape {tuple(t.shape)}; LoRA weights are 2-D.")
             if not torch.isfinite(t).all():
                 raise HypergenError(f"{w_path}: tensor {key!r} holds NaN or inf values; the adapter is broken (diverged training?). Re-train or re-export it.")
-            pairs.setdefault(m["path"], {})[m["ab"]] = t
+            if m["ab"] in pairs.setdefault(m["path"], {}):  # two adapters' tensors in one file: which A goes with which B?
+                raise HypergenError(f"{w_path} holds more than one lora_{m['ab']} for {m['path']} (several adapters in one file?); save each adapter on its own.")
+            pairs[m["path"]][m["ab"]] = t
         if not pairs:
             raise HypergenError(f"{w_path} holds no LoRA tensors. Re-export the adapter.")
         modules = {}
@@ -244,7 +247,7 @@ class LoraWeights:
             raise HypergenError(f"{cfg_path}: field 'lora_alpha' is {cfg['lora_alpha']!r}, a scale alpha/r of {alpha / r:.3g}: not a plausible LoRA scale (at most {MAX_SCALE:g}).")
         meta = _read_json_object(folder / META_NAME) if (folder / META_NAME).is_file() else {}
         try:
-            return cls(dict(sorted(modules.items(), key=lambda kv: _natural_key(kv[0]))), alpha, cfg.get("base_model_name_or_path") or "", meta)
+            return cls(dict(sorted(modules.items(), key=lambda kv: _natural_key(kv[0]))), alpha, short_name(cfg.get("base_model_name_or_path") or ""), meta)
         except HypergenError as e:
             raise HypergenError(f"{w_path}: {e}") from None
 

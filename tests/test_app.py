@@ -302,7 +302,7 @@ def test_zoo_map_places_an_expert_description_on_its_expert():
 
 
 # ---- the command line -----------------------------------------------------------------------------
-def test_app_command_becomes_the_server_with_its_options(monkeypatch, capsys):
+def test_app_command_becomes_the_server_with_its_options(monkeypatch, capsys, tiny_path):
     import os
 
     from hypergen import app_cli
@@ -313,7 +313,7 @@ def test_app_command_becomes_the_server_with_its_options(monkeypatch, capsys):
         seen.update(path=path, cmd=cmd, env=env)
 
     monkeypatch.setattr(os, "execve", fake_execve)
-    app_cli.app(port=8599, zoo="/z", base="/b", encoder="fake", generator="mix", device="cpu")
+    app_cli.app(port=8599, zoo="/z", base=str(tiny_path), encoder="fake", generator="mix", device="cpu")  # base and device are checked
     assert "hypergen app: http://127.0.0.1:8599" in capsys.readouterr().err
     cmd = seen["cmd"]
     assert seen["path"] == sys.executable
@@ -321,7 +321,7 @@ def test_app_command_becomes_the_server_with_its_options(monkeypatch, capsys):
     assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     env = seen["env"]
-    assert (env["HYPERGEN_APP_ZOO"], env["HYPERGEN_APP_BASE"], env["HYPERGEN_APP_ENCODER"], env["HYPERGEN_APP_GENERATOR"], env["HYPERGEN_APP_DEVICE"]) == ("/z", "/b", "fake", "mix", "cpu")
+    assert (env["HYPERGEN_APP_ZOO"], env["HYPERGEN_APP_BASE"], env["HYPERGEN_APP_ENCODER"], env["HYPERGEN_APP_GENERATOR"], env["HYPERGEN_APP_DEVICE"]) == ("/z", str(tiny_path), "fake", "mix", "cpu")
 
 
 def test_app_defaults_are_the_apis_and_reach_the_page_through_the_environment(monkeypatch):
