@@ -32,7 +32,7 @@ from pathlib import Path
 from hypergen.tasks.bigbench import PREFIX_FIELDS, _as_instruction, parse_task, readable_subtask, task_name
 from hypergen.tasks.core import Task, clean_text, join_sentences, label_sentence, norm_text, read_json, says
 from hypergen.tasks.descriptions import DEFAULT_PATH, VERSION
-from hypergen.tasks.split import Split, SplitCriteria, TaskStats, _related, load_split
+from hypergen.tasks.split import Split, SplitCriteria, TaskStats, load_split, near_family
 from hypergen.tasks.templated import MIN_EXAMPLES as VARIANT_MIN_EXAMPLES, variant_instances, variant_name
 
 TRAIN_MIN_EXAMPLES = 30
@@ -87,7 +87,7 @@ def _bare(data: dict) -> dict:
 def build(root: Path, split: Split) -> tuple[dict, dict]:
     """The two documents: descriptions (training + held-out) and the templated-instruction analysis."""
     criteria = SplitCriteria(**{**split.criteria, "min_examples": TRAIN_MIN_EXAMPLES})
-    heldout_families = sorted({n.split("/")[0] for n in split.heldout} | set(split.counts.get("heldout_families", [])))
+    heldout_families = split.heldout_families()
     zoo, heldout_names = set(split.zoo), set(split.heldout)
     train: dict[str, list[tuple[str, str]]] = {}
     heldout: dict[str, list[dict]] = {}
@@ -109,14 +109,16 @@ def build(root: Path, split: Split) -> tuple[dict, dict]:
             heldout_texts.update(norm_text(d) for d in task.descriptions)
             templated += [dict(t, side="heldout") for t in templated_instructions(name, data)]
             continue
-        if any(family == h or _related(family, h) for h in heldout_families):
+        if near_family(family, heldout_families):
             counts["held_out_family"] += 1
             continue
         if name not in zoo and not TaskStats.of(task).eligible(criteria):
             counts["ineligible"] += 1
             continue
-        in_split = name in zoo and split.sizes.get(name) == len(task.instances)
-        indices = split.instances[name]["train"] if in_split else None
+        if name in zoo and split.sizes.get(name) != len(task.instances):  # its example descriptions could quote test instances
+            raise SystemExit(f"{name} has {len(task.instances)} instances but the split was made with {split.sizes.get(name)}: "
+                             "regenerate the split (python -m hypergen.tasks.split) before the descriptions.")
+        indices = split.instances[name]["train"] if name in zoo else None
         found = templated_instructions(name, data)
         templated += [dict(t, side="train") for t in found]
         split_up = variant_tasks(name, data, parent, task, indices, found)

@@ -71,7 +71,7 @@ def test_plan_keeps_to_the_split_and_describes_the_control_as_its_own(tiny_zoo, 
     demo = tasks.load_suite(DEMO)
     zoo, heldout = tiny_zoo.names()[:3], [n for n in demo.names() if n not in tiny_zoo.names()[:3]]
     monkeypatch.setattr(tasks, "load_suite", lambda suite: demo)
-    monkeypatch.setattr(tasks, "load_split", lambda: SimpleNamespace(zoo=zoo, heldout=heldout, instances={}))
+    monkeypatch.setattr(tasks, "load_split", lambda: SimpleNamespace(zoo=zoo, heldout=heldout, instances={}, may_train=lambda n: n not in heldout))
     seen = plan(EvalConfig(split="seen", zoo=str(tiny_zoo.root), methods=("base",)))
     assert [et.task.name for et in seen] == zoo
     for i, et in enumerate(seen):
@@ -79,6 +79,32 @@ def test_plan_keeps_to_the_split_and_describes_the_control_as_its_own(tiny_zoo, 
     assert [et.task.name for et in plan(EvalConfig(split="heldout", methods=("base",), tasks=(heldout[0],)))] == heldout[:1]
     with pytest.raises(HypergenError, match=f"{zoo[0]} not in the heldout split"):
         plan(EvalConfig(split="heldout", methods=("base",), tasks=(zoo[0],)))
+
+
+def test_the_other_task_control_comes_from_another_family_and_a_zoo_with_held_out_experts_is_refused(tiny_zoo, monkeypatch):
+    """linguistic_mappings has 11 held-out subtasks: a sibling's description as the control would be nearly
+    the task's own. And a held-out run must not draw on a zoo that holds a held-out family's expert."""
+    from types import SimpleNamespace
+
+    import hypergen.tasks as tasks
+    from hypergen.eval.protocol import plan
+    from hypergen.tasks import Task, TaskSuite
+
+    demo = tasks.load_suite(DEMO)
+    src = [demo.get(n) for n in demo.names()[:3]]
+    suite = TaskSuite([Task("fam/a", src[0].descriptions, src[0].instances), Task("fam/b", src[1].descriptions, src[1].instances),
+                       Task("solo", src[2].descriptions, src[2].instances)])
+    heldout = ["fam/a", "fam/b", "solo"]
+    monkeypatch.setattr(tasks, "load_suite", lambda suite_name: suite)
+    monkeypatch.setattr(tasks, "load_split", lambda: SimpleNamespace(zoo=[], heldout=heldout, instances={}, may_train=lambda n: True))
+    got = {et.task.name: et for et in plan(EvalConfig(split="heldout", zoo=str(tiny_zoo.root), methods=("base",)))}
+    assert got["fam/a"].other_description == got["solo"].description  # not fam/b's, the next task's
+    assert got["fam/b"].other_description == got["solo"].description
+    assert got["solo"].other_description == got["fam/a"].description
+    expert = tiny_zoo.names()[0]
+    monkeypatch.setattr(tasks, "load_split", lambda: SimpleNamespace(zoo=[], heldout=heldout, instances={}, may_train=lambda n: n != expert))
+    with pytest.raises(HypergenError, match=f"holds experts of held-out families \\({expert}\\)"):
+        plan(EvalConfig(split="heldout", zoo=str(tiny_zoo.root), methods=("base",)))
 
 
 def test_desc_variant_puts_the_description_in_the_prompt_next_to_the_adapter(tiny_zoo, tiny_path, tmp_path, monkeypatch):

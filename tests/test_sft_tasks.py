@@ -55,11 +55,11 @@ def test_descriptions_source_trains_on_every_described_task(tiny_bank, tiny_zoo,
     assert [t.name for t in again.val] == [t.name for t in data.val] and again.fingerprint == data.fingerprint  # chosen deterministically
 
 
-def test_the_shipped_file_covers_hundreds_of_tasks_from_100_families():
+def test_the_shipped_file_covers_hundreds_of_tasks_from_almost_100_families():
     from hypergen.tasks.descriptions import load_descriptions
 
     names = list(load_descriptions())
-    assert len(names) >= 250 and len({n.split("/")[0] for n in names}) >= 100
+    assert len(names) >= 250 and len({n.split("/")[0] for n in names}) >= 98  # 100 before the two same-source families left (split.SAME_SOURCE)
 
 
 def test_suite_source_needs_descriptions_for_every_task(tiny_bank, tiny_zoo, resident, tmp_path):
@@ -110,3 +110,17 @@ def test_max_tasks_keeps_a_nested_seeded_subset_with_the_same_validation(tiny_ba
     for small, large in [(5, 13), (13, 30), (30, 40)]:
         assert set(names(small)) < set(names(large)) and names(small) == sorted(names(small), key=lambda s: int(s[1:]))
     assert names(10) != names(10, seed=1) and names(10) != names(40)[:10]  # drawn, not the first ten
+
+
+def test_validation_families_take_their_related_families_with_them():
+    """modified_arithmetic may validate only with arithmetic (a near copy by name, split.family_groups)."""
+    from hypergen.tasks.sft_data import SftTask, split_families
+
+    tasks = [SftTask(n, ["d"], [], []) for n in ["arithmetic/a", "modified_arithmetic/b"] + [f"f{i}" for i in range(40)]]
+    picked = 0
+    for seed in range(100):
+        train, val = split_families(tasks, 3, seed)
+        fams = {t.family for t in val}
+        assert ("arithmetic" in fams) == ("modified_arithmetic" in fams) and not fams & {t.family for t in train}
+        picked += "arithmetic" in fams
+    assert 0 < picked < 100

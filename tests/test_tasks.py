@@ -32,7 +32,7 @@ from hypergen.tasks import (
     make_split,
 )
 from hypergen.tasks.bigbench import PREFIX_FIELDS, download_from_index, parse_task
-from hypergen.tasks.split import family_groups
+from hypergen.tasks.split import family_groups, near_family
 
 # --- BIG-bench -------------------------------------------------------------------------------------
 
@@ -579,6 +579,7 @@ def check_split_integrity(split, min_heldout):
     assert not zoo_families & heldout_families
     for group in family_groups(sorted(zoo_families | heldout_families)):
         assert set(group) <= zoo_families or set(group) <= heldout_families, group
+    assert not [f for f in zoo_families if near_family(f, heldout_families)]  # by name or by source data
     assert len(split.heldout) >= min_heldout
     assert set(split.instances) == set(split.zoo) | set(split.heldout) == set(split.sizes)
     c = split.criteria
@@ -641,8 +642,33 @@ def test_committed_bigbench_split_is_consistent():
     check_split_integrity(split, min_heldout=20)
     assert len(split.zoo) >= 60
     assert len({n.split("/")[0] for n in split.zoo[:60]}) >= 50
-    assert split.counts["eligible"] == len(split.zoo) + len(split.heldout)
+    excluded = split.counts["excluded_families"]
+    assert sorted(excluded) == ["metaphor_understanding", "vitaminc_fact_verification"]  # SAME_SOURCE partners of held-out ones
+    assert not [n for n in split.zoo if n.split("/")[0] in excluded]
+    assert split.counts["eligible"] == len(split.zoo) + len(split.heldout) + 2  # lit2met and vitaminc_fact_verification are in no part
     assert split.criteria["min_examples"] == 80
+
+
+@pytest.mark.parametrize(
+    "name, trains",
+    [("tense", True), ("arithmetic/1_digit_subtraction", True), ("metaphor_boolean", False), ("metaphor_understanding/lit2met", False),
+     ("vitaminc_fact_verification", False), ("fact_checker/fever", False), ("linguistic_mappings/past_tense_json", False)],
+)
+def test_held_out_families_and_their_same_source_partners_may_not_train(name, trains):
+    """fact_checker/fever is held out; 61% of its claims are vitaminc_fact_verification's, word for word."""
+    assert load_split().may_train(name) is trains
+
+
+def test_make_split_leaves_a_held_out_familys_same_source_partner_in_no_part(monkeypatch):
+    import hypergen.tasks.split as split_module
+
+    plain = make_split(synthetic_suite(), seed=3, criteria=SplitCriteria(min_heldout_tasks=8))
+    held, zoo_family = plain.heldout[0].split("/")[0], plain.zoo[0].split("/")[0]
+    monkeypatch.setattr(split_module, "SAME_SOURCE", (frozenset({held, zoo_family}),))
+    split = make_split(synthetic_suite(), seed=3, criteria=SplitCriteria(min_heldout_tasks=8))
+    assert split.heldout == plain.heldout and split.counts["excluded_families"] == [zoo_family]
+    assert split.zoo == [n for n in plain.zoo if n.split("/")[0] != zoo_family]
+    check_split_integrity(split, min_heldout=8)
 
 
 @pytest.fixture

@@ -161,6 +161,7 @@ def plan(cfg: EvalConfig) -> list[EvalTask]:
         names = suite.names()
     elif cfg.split == "heldout":
         names = [n for n in split.heldout if n in suite]
+        _refuse_heldout_experts(cfg.zoo, split)
     else:
         zoo_names = set(api.zoo(cfg.zoo).names())
         names = [n for n in split.zoo if n in zoo_names]
@@ -185,8 +186,27 @@ def plan(cfg: EvalConfig) -> list[EvalTask]:
         desc = _first_sentence(task.descriptions[-1]) if cfg.split == "seen" else task.description
         out.append(EvalTask(task, desc, test, ""))
     for i, et in enumerate(out):
-        et.other_description = out[(i + 1) % len(out)].description if len(out) > 1 else GIBBERISH  # described as the split describes its own
+        # the next task of another family, described as the split describes its own: a sibling subtask's
+        # description (linguistic_mappings has 11) would be nearly the task's own and hide a real gap
+        others = out[i + 1 :] + out[:i]
+        other = next((o for o in others if o.task.family != et.task.family), others[0] if others else None)
+        et.other_description = other.description if other is not None else GIBBERISH
     return out
+
+
+def _refuse_heldout_experts(zoo_path, split) -> None:
+    """A held-out run whose zoo (what the generators draw on) holds an expert of a held-out family, or of
+    one related to it, would score retrieval of the answer (e.g. --zoo naming the oracle zoo)."""
+    from hypergen import api
+
+    try:
+        names = api.zoo(zoo_path).names()
+    except HypergenError:
+        return  # no zoo: the methods that need one say so
+    bad = [n for n in names if not split.may_train(n)]
+    if bad:
+        raise HypergenError(f"The zoo at {zoo_path or api.default_zoo_path()} holds experts of held-out families ({', '.join(bad[:4])}): "
+                            "a held-out evaluation needs a zoo built without them (hypergen zoo build, not --oracle).")
 
 
 def fewer_options(inst, cap: int):

@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hypergen.errors import HypergenError
+from hypergen.tasks.split import family_groups, near_family
 
 VAL_SLICE = 20  # validation instances of a task outside the split (at most a fifth of the task)
 
@@ -72,7 +73,7 @@ def described_tasks(suite, descriptions_path, split, *, names=None, min_examples
     desc = load_descriptions(descriptions_path, names)  # names given: each must have descriptions, none held out
     variants = load_variants(descriptions_path)
     held = heldout_families(descriptions_path, split)
-    leaked = sorted(n for n in desc if n.split("/", 1)[0] in held)
+    leaked = sorted(n for n in desc if near_family(n.split("/", 1)[0], held))  # variants by name or by source data too
     if leaked:
         raise HypergenError(f"{descriptions_path} describes tasks of held-out families ({', '.join(leaked[:3])}): "
                             "training on them would leak the evaluation; remake the file with `python data/make_descriptions.py`.")
@@ -94,8 +95,10 @@ def described_tasks(suite, descriptions_path, split, *, names=None, min_examples
 
 
 def split_families(tasks: list[SftTask], n_val: int, seed: int) -> tuple[list[SftTask], list[SftTask]]:
-    """(train, val): `n_val` whole families for validation, chosen by `seed` alone among the families
-    small enough (<= 5% of the tasks) that validation never takes a large share of the training data."""
+    """(train, val): `n_val` whole families for validation (each with the families related to it by
+    name, split.family_groups: modified_arithmetic validates only if arithmetic does not train), chosen by
+    `seed` alone among those small enough (<= 5% of the tasks) that validation never takes a large share of
+    the training data."""
     if not tasks:
         raise HypergenError("No usable tasks for SFT: every task was left out (too few examples, or none given); "
                         "lower --min-examples or give a suite with more data.")
@@ -104,10 +107,11 @@ def split_families(tasks: list[SftTask], n_val: int, seed: int) -> tuple[list[Sf
     by_family = defaultdict(list)
     for t in tasks:
         by_family[t.family].append(t)
-    small = sorted(f for f, ts in by_family.items() if len(ts) <= max(1, len(tasks) // 20))
+    groups = family_groups(sorted(by_family))
+    small = [g for g in groups if sum(len(by_family[f]) for f in g) <= max(1, len(tasks) // 20)]
     random.Random(f"val:{seed}").shuffle(small)
-    val = set(small[:n_val])
-    if len(val) < n_val or len(val) == len(by_family):
+    val = {f for g in small[:n_val] for f in g}
+    if len(small) < n_val or len(val) == len(by_family):
         raise HypergenError(f"--val-families {n_val} needs {n_val} small families and at least one more to train on; "
                             f"the tasks have {len(by_family)} families ({len(small)} small): lower --val-families.")
     return [t for t in tasks if t.family not in val], [t for t in tasks if t.family in val]

@@ -90,9 +90,10 @@ def plan(cfg: BuildConfig):
     if cfg.tasks:
         names = [suite.get(n).name for n in cfg.tasks]  # unknown names raise with close matches
         if split is not None and not cfg.oracle:
-            leaked = [n for n in names if n in split.heldout]
+            leaked = [n for n in names if not split.may_train(n)]
             if leaked:
-                raise HypergenError(f"{leaked} are held-out tasks: no zoo expert may train on them (use --oracle to build the evaluation's reference experts in a separate zoo).")
+                raise HypergenError(f"{leaked} are held-out tasks, or of a held-out family or one built from its data: no zoo expert may train on them "
+                                    "(use --oracle to build the evaluation's reference experts in a separate zoo).")
     elif split is not None:
         names = [n for n in (split.heldout if cfg.oracle else split.zoo) if n in suite]
     else:
@@ -306,7 +307,7 @@ def build_zoo(cfg: BuildConfig) -> Zoo:
     seed = Zoo(cfg.seed_from) if cfg.seed_from else None
     if seed is not None:
         _refuse_another_config(seed, cfg, "it cannot seed this build")
-        leaked = [r.name for r in seed.records() if split is not None and not cfg.oracle and r.name in split.heldout]
+        leaked = [r.name for r in seed.records() if split is not None and not cfg.oracle and not split.may_train(r.name)]
         if leaked:  # plan() keeps them out of a build; a seed must not bring them in
             raise HypergenError(f"The seed zoo {cfg.seed_from} holds held-out tasks' experts ({', '.join(leaked[:5])}): no zoo expert may come from them; "
                                 "seed from a zoo built without --oracle.")
