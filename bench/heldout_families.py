@@ -1,0 +1,60 @@
+"""A finished held-out evaluation without some families: how much do they carry its headline?
+
+    .venv/bin/python bench/heldout_families.py --drop metaphor_boolean --drop fact_checker [--results DIR] [--out F.json]
+
+Reads the rows of a `hypergen eval` run (DIR/results.json, default docs/results/heldout), leaves out every
+task of the named families and recomputes the summary on the rest with the evaluation's own code
+(hypergen.eval.stats.summarize: family- and task-weighted means, oracle gap closed, controls, the bar).
+Nothing is scored again. Made for families a shipped generator trained near: the `t2l` and `mtlora` in
+generators/ and the cache (2026-11-30) trained on metaphor_understanding/lit2met and
+vitaminc_fact_verification, built from the data of held-out metaphor_boolean and fact_checker/fever
+(split.SAME_SOURCE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hypergen.errors import HypergenError
+from hypergen.eval.protocol import EvalConfig
+from hypergen.eval.stats import family, summarize
+
+HEAD = ("main", "nll")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="docs/results/heldout", help="a hypergen eval --out folder")
+    ap.add_argument("--drop", action="append", required=True, help="a family to leave out (repeat the flag)")
+    ap.add_argument("--out", default=None, help="write both summaries' headlines here as JSON")
+    args = ap.parse_args(argv)
+    data = json.loads((Path(args.results) / "results.json").read_text())
+    cfg = EvalConfig(**{**data["config"], "methods": tuple(data["config"]["methods"])})
+    rows = data["rows"]
+    unknown = sorted(set(args.drop) - {family(r["task"]) for r in rows})
+    if unknown:
+        raise HypergenError(f"No task of {unknown} in {args.results}; its families: {sorted({family(r['task']) for r in rows})}.")
+    kept = [r for r in rows if family(r["task"]) not in args.drop]
+    both = {"all": summarize(rows, cfg), "kept": summarize(kept, cfg)}
+    out = {"results": args.results, "dropped": sorted(args.drop), "families": {k: s["families"] for k, s in both.items()},
+           "tasks": {k: s["tasks"] for k, s in both.items()}, "methods": {}, "controls": {}, "bar": both["kept"]["bar"]}
+    print(f"{'method':14s} " + "  ".join(f"{h}: all / kept" for h in ("main, family", "NLL, family", "main gap closed, family")))
+    for m, e in both["all"]["methods"].items():
+        k = both["kept"]["methods"].get(m, {})
+        row = {f"{h}_family": [e.get(f"{h}_family"), k.get(f"{h}_family")] for h in HEAD}
+        row["main_family_oracle_gap_closed"] = [e.get("main_family_oracle_gap_closed"), k.get("main_family_oracle_gap_closed")]
+        out["methods"][m] = row
+        print(f"{m:14s} " + "  ".join(" / ".join("-" if v is None else f"{v:.3f}" for v in vals) for vals in row.values()))
+    for m, c in both["kept"]["controls"].items():
+        out["controls"][m] = {k: [both["all"]["controls"].get(m, {}).get(k), v] for k, v in c.items() if k.endswith("_family") and "ci95" not in k}
+    print(f"families {out['families']['all']} -> {out['families']['kept']}, tasks {out['tasks']['all']} -> {out['tasks']['kept']}; the bar on the kept ones: "
+          + json.dumps({k: v for k, v in out["bar"].items() if k != "checks"}))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
