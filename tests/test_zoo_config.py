@@ -299,10 +299,21 @@ def test_multitask_defaults_live_in_the_api_only():
 
 
 def test_a_zoo_of_older_bigbench_prompts_is_not_extended_or_relabelled(tmp_path, no_training):
-    """The shipped zoo predates the reader's prefixes (no bigbench_reader = version 1): a bigbench build
+    """A zoo that predates the reader's prefixes (no bigbench_reader = version 1): a bigbench build
     into it, or seeded from it, is refused before anything is written."""
     shipped = REPO_ROOT / "zoo"
     old = shutil.copytree(shipped, tmp_path / "old")
+    m = json.loads((old / "manifest.json").read_text())  # the shipped zoo is reader 2 since 2026-12-01: made version 1 here
+    m.pop("bigbench_reader", None)
+    for e in m["experts"]:
+        e.get("config", {}).pop("bigbench_reader", None)
+        e.pop("bigbench_reader", None)
+    (old / "manifest.json").write_text(json.dumps(m))
+    for f in (old / "experts").glob("*/expert.json"):
+        r = json.loads(f.read_text())
+        r.pop("bigbench_reader", None)
+        r.get("config", {}).pop("bigbench_reader", None)
+        f.write_text(json.dumps(r))
     before = snapshot(old)
     cfg = BuildConfig(out=str(old), limit=1, expert=ExpertConfig(logger="none", progress=False))
     with pytest.raises(HypergenError, match="reader version 1; this build reads version 2"):

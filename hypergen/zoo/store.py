@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from hypergen.errors import HypergenError
+from hypergen.identity import short_name
 from hypergen.lora import LoraWeights
 from hypergen.paths import atomic_folder
 from hypergen.quant import dequantize_rows, quantize_rows
@@ -161,7 +162,7 @@ class Zoo:
         first = self._manifest["experts"][0]
         path = self.folder(first["name"]) / "adapter_config.json"
         peft = json.loads(path.read_text()) if path.is_file() else {}  # r, lora_alpha, full module paths
-        base = self._manifest.get("base_model") or peft.get("base_model_name_or_path") or ""
+        base = self._manifest.get("base_model") or short_name(peft.get("base_model_name_or_path") or "")  # peft's names the hub id
         if "lora" in first.get("config", {}):
             return ZooConfig.of(first["config"]["lora"], base)
         if not peft:
