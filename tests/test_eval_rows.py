@@ -290,3 +290,41 @@ def test_many_options_are_cut_to_the_right_ones_and_the_same_seeded_distractors(
     for bad in (1, -1):
         with pytest.raises(HypergenError, match="--max-options must be >= 2"):
             EvalConfig(suite=DEMO, split="all", max_options=bad)
+
+
+def test_recorded_oracle_rows_stand_in_for_an_absent_oracle_expert_only_when_asked_and_only_if_they_match(tiny_zoo, tiny_path, tmp_path):
+    """A fresh machine has no oracle zoo (it lives in the cache). --recorded-oracle takes the oracle's rows
+    from results.jsonl, said in the report; without the flag the task has no oracle row; a recorded row
+    made with other settings stops the run (there is no expert to score it again)."""
+    import shutil
+
+    from hypergen.zoo.store import Zoo
+
+    out = tmp_path / "res"
+    both = ["--methods", "base", "--methods", "oracle", "--no-controls", "--tasks", "antonyms"]
+
+    def go(zoo, *extra, instances=3):
+        args = ["eval", "--suite", DEMO, "--split", "all", "--zoo", str(zoo), "--oracle-zoo", str(tmp_path / "none"), "--base", str(tiny_path), "--encoder", "fake",
+                "--instances", str(instances), "--seeds", "1", "--out", str(out), "--json", *both, *extra]
+        return CliRunner().invoke(app, args)
+
+    first = go(tiny_zoo.root)
+    assert first.exit_code == 0, first.output
+    oracle = json.loads(first.stdout)["methods"]["oracle"]
+    # the same zoo without the antonyms expert: the oracle's expert is gone
+    gone = tmp_path / "gone"
+    shutil.copytree(tiny_zoo.root, gone)
+    shutil.rmtree(Zoo(gone).folder("antonyms"))
+    Zoo(gone, create=True)  # drops the manifest's row of the missing folder
+    assert not Zoo(gone).has("antonyms")
+    n = len(rows_of(out))
+    without = go(gone)
+    assert without.exit_code == 0 and "oracle" not in json.loads(without.stdout)["methods"]
+    taken = go(gone, "--recorded-oracle")
+    assert taken.exit_code == 0, taken.output
+    s = json.loads(taken.stdout)
+    assert s["methods"]["oracle"] == oracle and s["recorded_oracle"] == {"rows": 1, "tasks": 1} and len(rows_of(out)) == n  # nothing scored
+    report = (out / "report.md").read_text()
+    assert "The oracle's 1 rows of 1 tasks are an earlier run's" in report and "--recorded-oracle" in report
+    changed = go(gone, "--recorded-oracle", instances=2)
+    assert changed.exit_code == 1 and "recorded with other settings (changed: data, n)" in changed.stderr and "hypergen zoo build --oracle" in changed.stderr

@@ -61,7 +61,11 @@ class EvalConfig:
     (Method.controlled) with a gibberish and another task's description (seed 0 only). out: the results
     folder (results.jsonl, results.json, report.md and methods.png); rerun with the same folder to resume.
     zoo / oracle_zoo: expert zoos (the oracle zoo holds experts trained on held-out tasks only, for the
-    upper reference; never shown to a generator). tasks / limit: restrict the task list.
+    upper reference; never shown to a generator). recorded_oracle: where a task's oracle expert is not
+    here (the oracle zoo lives in the cache: hours of this CPU to rebuild), take its oracle rows from
+    --out's results.jsonl instead, matched on every setting but the expert's files, which cannot be hashed
+    again; a row that does not match stops the run, and the report counts the rows taken. Without it such a
+    task has no oracle row. tasks / limit: restrict the task list.
     base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
     encoder: the description encoder the generators use, minilm (real) or fake (tests); it must be the
     one their checkpoints were trained with.
@@ -91,6 +95,7 @@ class EvalConfig:
     out: str = "docs/results"
     zoo: str | None = None
     oracle_zoo: str | None = field(default_factory=lambda: str(paths.home() / "zoo" / "oracle"))
+    recorded_oracle: bool = False
     tasks: tuple[str, ...] | None = None
     limit: int | None = None
     base: str | None = None
@@ -245,6 +250,7 @@ class RowKeys:
     cfg: EvalConfig
     base: str  # the resident base model's name
     oracles: dict  # task -> the Zoo holding its oracle expert
+    recorded: dict = field(default_factory=dict)  # task -> its oracle expert's hash as an earlier run's rows recorded it (--recorded-oracle)
     base_path: Path | None = None  # the base's folder: its files' content is part of every key (same name, other weights: new rows)
     _sources: dict = field(default_factory=dict)  # (method name, task) -> sources, hashed once a run
 
@@ -255,7 +261,8 @@ class RowKeys:
         """What the method's adapter is made from, by content (methods.sources), hashed once a run."""
         at = (m.name, task if m.name == ORACLE else None)
         if at not in self._sources:
-            self._sources[at] = sources(m, task, self.cfg.zoo, self.cfg.encoder, self.oracles)
+            recorded = m.name == ORACLE and task not in self.oracles and task in self.recorded
+            self._sources[at] = {"oracle": self.recorded[task]} if recorded else sources(m, task, self.cfg.zoo, self.cfg.encoder, self.oracles)
         return self._sources[at]
 
     def row(self, et: EvalTask, m: Method | str, seed: int, desc: str | None, test: list, budget: int, long: bool = False) -> dict:
@@ -322,15 +329,17 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
             for z in zoos:
                 if z.has(et.task.name):
                     oracles[et.task.name] = z
+    # --recorded-oracle: the newest recorded hash of each oracle expert that is not here
+    recorded = {r["task"]: r["key"]["oracle"] for r in old_rows if r["method"] == ORACLE and r["task"] not in oracles} if cfg.recorded_oracle else {}
     res = api.resident(cfg.base, cfg.device)
-    keys = RowKeys(cfg, res.name, oracles, base_path=res.path)
+    keys = RowKeys(cfg, res.name, oracles, recorded, base_path=res.path)
     jobs = []
     named = [m for m in methods if m.control]  # controls named in --methods
     methods = [m for m in methods if not m.control]
     for et in tasks:
         for seed in range(cfg.seeds):
             for m in methods:
-                if m.name == ORACLE and et.task.name not in oracles:
+                if m.name == ORACLE and et.task.name not in oracles and et.task.name not in recorded:
                     continue
                 jobs.append(Job(et, m, seed))
                 if cfg.long_budget and seed == 0:
@@ -346,6 +355,14 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
 
     wanted = [(j, key_of(j)) for j in jobs]
     todo = [(j, k) for j, k in wanted if digest(k) not in done]
+    unmatched = [(j, k) for j, k in todo if j.method.name == ORACLE and j.et.task.name not in oracles]
+    if unmatched:  # a recorded oracle row made with other settings: there is no expert here to score it again
+        old = {(r["task"], r["seed"], r.get("long", False)): r["key"] for r in old_rows if r["method"] == ORACLE}
+        changed = sorted({c for j, k in unmatched for c in _changed(old.get((j.et.task.name, j.seed, j.long), {}), k)})
+        raise HypergenError(
+            f"--recorded-oracle: {len(unmatched)} oracle rows (tasks: {', '.join(sorted({j.et.task.name for j, _ in unmatched}))}) were recorded with other "
+            f"settings (changed: {', '.join(changed)}) and their experts are not in {cfg.oracle_zoo}: build them with `hypergen zoo build --oracle`, "
+            f"or run without --recorded-oracle (no oracle rows for those tasks).")
     # one task and seed at a time: its pending methods are scored together (score_runs), and a seed's
     # repeats find seed 0's rows already written
     groups: dict[tuple[str, int], list[tuple[Job, dict]]] = {}
@@ -377,6 +394,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     calib = calibration(cfg, tasks, rows, out, keys) if "abmll" in cfg.methods and cfg.split != "seen" else {}
     summary = summarize(rows, cfg, calib)
     summary["stale"] = {"rows": len(stale), "changed": sorted({k for r in stale for k in _changed(r["key"], current[(r["task"], r["method"], r["seed"], r.get("long", False))])})}
+    taken = [j for j, _ in wanted if j.method.name == ORACLE and j.et.task.name in recorded]
+    summary["recorded_oracle"] = {"rows": len(taken), "tasks": len({j.et.task.name for j in taken})}
     summary["scoring_minutes"] = round(sum(r["seconds"] for r in rows) / 60, 1)  # repeats count 0
     summary["machine"] = machine()
     shipped = api.DEFAULT_GENERATOR + (PROMPTED if api.DEFAULT_PROMPT_DESCRIPTION and api.DEFAULT_GENERATOR + PROMPTED in cfg.methods else "")

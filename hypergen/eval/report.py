@@ -126,6 +126,10 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
         "",
         f"Command: `{command(cfg)}`",
     ]
+    rec = summary.get("recorded_oracle") or {}
+    if rec.get("rows"):
+        lines += ["", f"The oracle's {rec['rows']} rows of {rec['tasks']} tasks are an earlier run's, taken from results.jsonl (--recorded-oracle): "
+                  "their experts are not here, so the experts' files were not hashed again; every other setting of those rows matches this run."]
     stale = summary.get("stale") or {}
     if stale.get("rows"):
         lines += ["", f"results.jsonl also holds {stale['rows']} rows of these tasks, methods and seeds made with other settings "
