@@ -109,6 +109,8 @@ def test_every_setting_that_changes_a_row_changes_its_key(tiny_zoo, tmp_path, mo
         (zoo / "manifest.json").write_text((zoo / "manifest.json").read_text() + " ")
         after = key()
     else:
+        (gens / "sg" / "training.safetensors").write_bytes(b"posterior encoder")  # training-only, git-ignored: a clone has none
+        assert key() == before
         (gens / "sg" / "generator.json").write_text('{"lr": 2}')  # a retrained checkpoint
         after = key()
     assert after != before

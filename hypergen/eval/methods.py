@@ -145,22 +145,25 @@ def sources(m: Method, task: str, zoo: str | None, encoder: str, oracles: dict) 
     if m.name == ORACLE:
         return {"oracle": files_hash(oracles[task].folder(task))}
     from hypergen import api
+    from hypergen.generators.checkpoint import TRAINING_FILE
 
     src = {"zoo": files_hash(api.zoo(zoo).root), "encoder": encoder}
     if m.family.trainable:  # the checkpoint api.generate loads, by content ("missing" when there is none)
         folder = api.checkpoint_path(m.name)
-        src["generator"] = files_hash(folder) if folder is not None else "missing"
+        # its training-only tensors (git-ignored: a clone has none) do not change what it generates
+        src["generator"] = files_hash(folder, skip=(TRAINING_FILE,)) if folder is not None else "missing"
     return src
 
 
-def files_hash(path: str | Path) -> str:
-    """Content hash of a file or of every file under a folder (dotfiles such as the zoo's .lock aside):
-    what a zoo, a generator checkpoint or an expert holds, wherever it was copied. Hashed once per
-    process while no file's size or mtime changes (the shipped zoo and generators take ~0.1 s)."""
+def files_hash(path: str | Path, skip: tuple[str, ...] = ()) -> str:
+    """Content hash of a file or of every file under a folder (dotfiles such as the zoo's .lock aside, and
+    files named in `skip`): what a zoo, a generator checkpoint or an expert holds, wherever it was copied.
+    Hashed once per process while no file's size or mtime changes (the shipped zoo and generators take ~0.1 s)."""
     root = Path(path)
     if not root.exists():
         return "missing"
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and f.name not in skip
+                                                 and not any(part.startswith(".") for part in f.relative_to(root).parts))
     stamp = tuple((f.relative_to(root).as_posix() if f != root else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _content_hash(str(root), stamp)
 
