@@ -67,12 +67,16 @@ rebuild-zoo-generators: install  ## sg, icm, abmll from the zoo in the cache (af
 	$(H) train abmll --objective recon --steps 600 --batch-size 16 $(ZOO_TRAIN) --out $(CACHE)/generators/abmll-recon
 	$(H) train abmll --objective sft --steps 80 --batch-size 4 $(ZOO_TRAIN) --init $(CACHE)/generators/abmll-recon --out generators/abmll
 
-rebuild-sft-generators: install  ## t2l (packed into generators/) and mtlora through the base on the BIG-bench training tasks; no zoo needed
+rebuild-sft-generators: install  ## t2l and its fair baseline mtlora through the base on the BIG-bench training tasks, packed into generators/; no zoo needed
 	$(H) train t2l $(SFT_RUN)
 	$(H) train t2l $(SFT_RUN) --export
 	rm -rf generators/t2l && $(H) generator-pack $(CACHE)/generators/t2l generators/t2l
 	$(H) train mtlora $(SFT_RUN)
 	$(H) train mtlora $(SFT_RUN) --export
+	rm -rf generators/mtlora && $(H) generator-pack $(CACHE)/generators/mtlora generators/mtlora
+	# the unpacked exports would shadow the packed ones (api.checkpoint_path): the eval scores what ships
+	rm -rf $(CACHE)/generators/t2l.fp32 $(CACHE)/generators/mtlora.fp32
+	mv $(CACHE)/generators/t2l $(CACHE)/generators/t2l.fp32 && mv $(CACHE)/generators/mtlora $(CACHE)/generators/mtlora.fp32
 
 rebuild-results: install  ## the held-out and seen evaluations behind the README's tables
 	$(H) eval --split heldout --out docs/results/heldout
