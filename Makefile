@@ -37,7 +37,7 @@ bench: install
 
 # ---- everything that ships, from scratch (each step resumes after a stop: rerun the same target) ----
 # On this 2-core CPU: experts 0.5-57 min each (median ~4; 60 + 31 oracle; cryptonite's oracle expert ~57), the multi-task LoRA ~30 min, t2l and
-# mtlora ~70 min each, the evaluations ~1 h: the better part of a day. Minutes of it on a GPU.
+# mtlora ~85 min each (1200 steps), the evaluations ~1 h: the better part of a day. Minutes of it on a GPU.
 CACHE ?= $(or $(HYPERGEN_HOME),$(HOME)/.cache/hypergen)
 ZOO_BUILD ?= $(CACHE)/zoo/bigbench
 H := $(BIN)/hypergen
@@ -46,7 +46,7 @@ ORACLE_TITLE := The oracle zoo: experts trained on the held-out tasks (the evalu
 ZOO_TRAIN := --lr 0.001 --zoo $(ZOO_BUILD) --val-experts tense --val-experts disambiguation_qa --val-experts unit_conversion/different_systems --val-experts operators
 # t2l and its fair baseline mtlora (same rows and steps) on data/descriptions/bigbench.json: --steps only says how
 # far a run goes, so 1200 continues a stopped run; --export then writes its best step on validation. (The shipped
-# t2l, best step 900, trained on that file before its variant tasks, 2026-11-30: check it out to reproduce it.)
+# t2l and mtlora, 2026-12-01: runs of these flags stopped at steps 700 and 400, both best on validation at step 200.)
 SFT_RUN := --objective sft --tasks descriptions --steps 1200 --batch-size 8 --sft-examples 1 --lr 3e-4 --warmup 20 --val-every 100 --logger csv --ckpt-every 50
 
 rebuild: rebuild-zoo rebuild-generators rebuild-results  ## every shipped artifact and published number, in order

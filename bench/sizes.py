@@ -50,7 +50,7 @@ def main() -> None:
     lines += ["", "generators/ ships only what generation needs: a CVAE's posterior encoder q(z | x, c) is used by the training loss alone, so it is "
               "saved apart (training.safetensors, git-ignored) and `--init` needs the folder `hypergen train` wrote. "
               "A packed checkpoint (`hypergen generator-pack SRC DEST`) stores its matrices of >= 65,536 entries in int8 per row "
-              "(t2l: 0.2% relative error on the generated dW, `bench/pack_error.py`); mtlora is not shipped (train it with the command in the text above).",
+              "(t2l: 0.2% relative error on the generated dW, `bench/pack_error.py`); mtlora's matrices are all smaller, so its packed copy is fp16.",
               "", "Baselines (nearest, mix, lego, multitask) learn nothing: they read the zoo itself (0.5 MB per expert in a packed int8 zoo)."]
     body = "\n".join(lines)
     print(body)
