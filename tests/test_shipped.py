@@ -42,7 +42,8 @@ def test_shipped_artifacts_fit_the_budget():
     from hypergen.generators import TRAINING_FILE
 
     files = [p for d in ("zoo", "generators") for p in (REPO_ROOT / d).rglob("*") if p.is_file() and p.name != TRAINING_FILE]  # git-ignored
-    assert sum(p.stat().st_size for p in files) < 60 * 2**20  # zoo/ + generators/ stay about 60 MB
+    # zoo/ + generators/ stay about 60 MB: 59.6 MiB until the fair baseline mtlora (0.9 MiB) shipped on 2026-12-01
+    assert sum(p.stat().st_size for p in files) < 61 * 2**20
 
 
 @pytest.mark.parametrize("name", SHIPPED_EXPERTS)
