@@ -5,10 +5,10 @@
 Reads the rows of a `hypergen eval` run (DIR/results.json, default docs/results/heldout), leaves out every
 task of the named families and recomputes the summary on the rest with the evaluation's own code
 (hypergen.eval.stats.summarize: family- and task-weighted means, oracle gap closed, controls, the bar).
-Nothing is scored again. Made for families a shipped generator trained near: the `t2l` and `mtlora` in
-generators/ and the cache (2026-11-30) trained on metaphor_understanding/lit2met and
-vitaminc_fact_verification, built from the data of held-out metaphor_boolean and fact_checker/fever
-(split.SAME_SOURCE).
+Nothing is scored again. Made for families a generator trained near: until 2026-12-01 the shipped `t2l`
+and the cached `mtlora` had trained on metaphor_understanding/lit2met and vitaminc_fact_verification,
+built from the data of held-out metaphor_boolean and fact_checker/fever (split.SAME_SOURCE); the run
+without them is docs/results/heldout/without_same_source.json.
 """
 
 from __future__ import annotations
