@@ -29,7 +29,9 @@ BASELINES = ("nearest", "mix", "lego")
 
 def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None) -> str:
     parts = [f"hypergen train {name}", f"--objective {train['objective']}", f"--steps {train['steps']}", f"--batch-size {train['batch_size']}", f"--lr {train['lr']}"]
-    if zoo:
+    if train.get("tasks", "zoo") != "zoo":  # trained on described tasks (the Makefile's SFT_RUN), not on the zoo
+        parts += [f"--tasks {train['tasks']}", f"--sft-examples {train['sft_examples']}", f"--warmup {train['warmup']}", f"--val-every {train['val_every']}", "--export"]
+    elif zoo:
         parts.append(f"--zoo {zoo}")
     parts += [f"--val-experts {v}" for v in train.get("val_experts", [])]
     if init:
@@ -44,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     z = api.zoo(args.zoo)
     enc = api.encoder("minilm")
-    lines = [f"Machine: {machine()}. Zoo: {z.root} ({len(z.names())} experts). Command: `.venv/bin/python bench/generators_report.py`.", ""]
+    lines = [f"Machine: {machine()}. Zoo: {z.root} ({len(z.names())} experts). Command: `.venv/bin/python bench/generators_report.py" + (f" --zoo {args.zoo}" if args.zoo else "") + "`.", ""]
     rows, val_rows = [], []
     for folder in sorted(Path(args.generators).glob("*/train.json")):
         folder = folder.parent
@@ -53,12 +55,15 @@ def main() -> None:
         name, train = meta["family"], summary["train"]
         final = summary.get("final") or {}
         terms = ", ".join(f"{k} {v:.3g}" for k, v in final.items() if k != "step")
-        rows.append(f"| {name} | {train['objective']} | {train['steps']} | {summary['seconds']} | {terms} |")
+        # an exported sft checkpoint (t2l, mtlora) records the step it was taken at and no wall time
+        rows.append(f"| {name} | {train['objective']} | {summary.get('step') or train['steps']} | {summary.get('seconds', '-')} | {terms} |")
         init = summary.get("init")
         first = Path(init) / "train.json" if init else None
         if first is not None and first.is_file():  # the warm start's own command first
             warm = json.loads(first.read_text())
             lines.append(f"- `{name}` (warm start): `{command(name, warm['train'], None, init, warm.get('zoo'))}`")
+        elif init:
+            lines.append(f"- `{name}` (warm start): its `--init` folder {init.replace(str(Path.home()), '~')} is not on this machine: the Makefile's rebuild-zoo-generators makes it")
         lines.append(f"- `{name}`: `{command(name, train, init, str(folder), summary.get('zoo'))}`")
         val = list(train.get("val_experts", []))
         if not val:
