@@ -261,7 +261,7 @@ class RowKeys:
         """What the method's adapter is made from, by content (methods.sources), hashed once a run."""
         at = (m.name, task if m.name == ORACLE else None)
         if at not in self._sources:
-            recorded = m.name == ORACLE and task not in self.oracles and task in self.recorded
+            recorded = m.name == ORACLE and task in self.recorded  # only tasks whose expert is not here
             self._sources[at] = {"oracle": self.recorded[task]} if recorded else sources(m, task, self.cfg.zoo, self.cfg.encoder, self.oracles)
         return self._sources[at]
 
@@ -355,7 +355,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
 
     wanted = [(j, key_of(j)) for j in jobs]
     todo = [(j, k) for j, k in wanted if digest(k) not in done]
-    unmatched = [(j, k) for j, k in todo if j.method.name == ORACLE and j.et.task.name not in oracles]
+    unmatched = [(j, k) for j, k in todo if j.method.name == ORACLE and j.et.task.name in recorded]
     if unmatched:  # a recorded oracle row made with other settings: there is no expert here to score it again
         old = {(r["task"], r["seed"], r.get("long", False)): r["key"] for r in old_rows if r["method"] == ORACLE}
         changed = sorted({c for j, k in unmatched for c in _changed(old.get((j.et.task.name, j.seed, j.long), {}), k)})
