@@ -325,8 +325,15 @@ def test_recorded_oracle_rows_stand_in_for_an_absent_oracle_expert_only_when_ask
     taken = go(gone, "--recorded-oracle")
     assert taken.exit_code == 0, taken.output
     s = json.loads(taken.stdout)
-    assert s["methods"]["oracle"] == oracle and s["recorded_oracle"] == {"rows": 1, "tasks": 1} and len(rows_of(out)) == n  # nothing scored
+    assert s["methods"]["oracle"] == oracle and s["recorded_oracle"] == {"rows": 1, "tasks": 1, "no_long": []} and len(rows_of(out)) == n  # nothing scored
     report = (out / "report.md").read_text()
     assert "The oracle's 1 rows of 1 tasks are an earlier run's" in report and "--recorded-oracle" in report
+    # a long-budget pass: no run recorded the oracle's long row, so it is left out (said), the base's is scored
+    long = go(gone, "--recorded-oracle", "--long-budget", "8")
+    assert long.exit_code == 0, long.output
+    s = json.loads(long.stdout)
+    assert s["recorded_oracle"]["no_long"] == ["antonyms"] and "rougeL_long" in s["methods"]["base"] and "rougeL_long" not in s["methods"]["oracle"]
+    assert [r["method"] for r in rows_of(out)[n:]] == ["base"] and rows_of(out)[-1]["long"]
+    assert "The oracle has no ROUGE-L at the 8-token budget on 1 tasks" in (out / "report.md").read_text()
     changed = go(gone, "--recorded-oracle", instances=2)
     assert changed.exit_code == 1 and "recorded with other settings (changed: data, n)" in changed.stderr and "hypergen zoo build --oracle" in changed.stderr

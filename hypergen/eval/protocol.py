@@ -64,8 +64,8 @@ class EvalConfig:
     upper reference; never shown to a generator). recorded_oracle: where a task's oracle expert is not
     here (the oracle zoo lives in the cache: hours of this CPU to rebuild), take its oracle rows from
     --out's results.jsonl instead, matched on every setting but the expert's files, which cannot be hashed
-    again; a row that does not match stops the run, and the report counts the rows taken. Without it such a
-    task has no oracle row. tasks / limit: restrict the task list.
+    again; a row that does not match stops the run, and the report counts the rows taken (a long-budget row
+    that no run recorded is left out, and the report says so). Without it such a task has no oracle row. tasks / limit: restrict the task list.
     base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
     encoder: the description encoder the generators use, minilm (real) or fake (tests); it must be the
     one their checkpoints were trained with.
@@ -331,6 +331,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
                     oracles[et.task.name] = z
     # --recorded-oracle: the newest recorded hash of each oracle expert that is not here
     recorded = {r["task"]: r["key"]["oracle"] for r in old_rows if r["method"] == ORACLE and r["task"] not in oracles} if cfg.recorded_oracle else {}
+    recorded_long = {r["task"] for r in old_rows if r["method"] == ORACLE and r.get("long") and r["task"] in recorded}
+    no_long: list[str] = []  # tasks whose oracle has no recorded long-budget row and no expert here to make one
     res = api.resident(cfg.base, cfg.device)
     keys = RowKeys(cfg, res.name, oracles, recorded, base_path=res.path)
     jobs = []
@@ -343,7 +345,10 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
                     continue
                 jobs.append(Job(et, m, seed))
                 if cfg.long_budget and seed == 0:
-                    jobs.append(Job(et, m, 0, long=True))
+                    if m.name == ORACLE and et.task.name in recorded and et.task.name not in recorded_long:
+                        no_long.append(et.task.name)
+                    else:
+                        jobs.append(Job(et, m, 0, long=True))
             if seed == 0:
                 added = [c for m in methods if cfg.controls and m.controlled for c in m.controls()]
                 jobs += [Job(et, c, 0) for c in added + [c for c in named if c not in added]]
@@ -395,7 +400,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     summary = summarize(rows, cfg, calib)
     summary["stale"] = {"rows": len(stale), "changed": sorted({k for r in stale for k in _changed(r["key"], current[(r["task"], r["method"], r["seed"], r.get("long", False))])})}
     taken = [j for j, _ in wanted if j.method.name == ORACLE and j.et.task.name in recorded]
-    summary["recorded_oracle"] = {"rows": len(taken), "tasks": len({j.et.task.name for j in taken})}
+    summary["recorded_oracle"] = {"rows": len(taken), "tasks": len({j.et.task.name for j in taken}), "no_long": no_long}
     summary["scoring_minutes"] = round(sum(r["seconds"] for r in rows) / 60, 1)  # repeats count 0
     summary["machine"] = machine()
     shipped = api.DEFAULT_GENERATOR + (PROMPTED if api.DEFAULT_PROMPT_DESCRIPTION and api.DEFAULT_GENERATOR + PROMPTED in cfg.methods else "")

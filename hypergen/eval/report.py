@@ -130,6 +130,9 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
     if rec.get("rows"):
         lines += ["", f"The oracle's {rec['rows']} rows of {rec['tasks']} tasks are an earlier run's, taken from results.jsonl (--recorded-oracle): "
                   "their experts are not here, so the experts' files were not hashed again; every other setting of those rows matches this run."]
+    if rec.get("no_long"):
+        lines += ["", f"The oracle has no ROUGE-L at the {summary.get('long_budget')}-token budget on {len(rec['no_long'])} tasks: no earlier run recorded "
+                  "those rows and their experts are not here (`hypergen zoo build --oracle` builds them)."]
     stale = summary.get("stale") or {}
     if stale.get("rows"):
         lines += ["", f"results.jsonl also holds {stale['rows']} rows of these tasks, methods and seeds made with other settings "
