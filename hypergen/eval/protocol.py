@@ -72,8 +72,9 @@ class EvalConfig:
     max_new_tokens: greedy answers stop at the task's longest reference answer + ANSWER_SLACK tokens,
     at most this many (a reference of one word needs no 16-token answer; this cut the eval's decoding
     ~2x on the CPU and treats every method alike; the base, which rambles, gains most).
-    long_budget: also answer with up to this many new tokens whatever the reference's length (seed 0,
-    no controls; a separate ROUGE-L column), to see what the short budget cuts off. None: skip.
+    long_budget: also answer the generation tasks with up to this many new tokens whatever the reference's
+    length (seed 0, no controls; a separate ROUGE-L column), to see what the short budget cuts off (a
+    multiple-choice task is scored on its options, which no budget cuts). None: skip.
     calibration_samples: adapters ABMLL samples for each multiple-choice task of the split, whose
     averaged option probabilities (the Bayesian model average) give its calibration.
     max_options: a multiple-choice question with more options is scored among its correct option(s) and
@@ -344,7 +345,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
                 if m.name == ORACLE and et.task.name not in oracles and et.task.name not in recorded:
                     continue
                 jobs.append(Job(et, m, seed))
-                if cfg.long_budget and seed == 0:
+                if cfg.long_budget and seed == 0 and not et.task.is_multiple_choice:
                     if m.name == ORACLE and et.task.name in recorded and et.task.name not in recorded_long:
                         no_long.append(et.task.name)
                     else:

@@ -84,8 +84,8 @@ def long_budget(summary: dict) -> list[str]:
     if not ms:
         return []
     n = summary.get("long_budget")
-    lines = ["", f"## ROUGE-L at a {n}-token budget (seed 0)", "",
-             f"The same instances answered with up to {n} new tokens, whatever the reference's length, against the "
+    lines = ["", f"## ROUGE-L at a {n}-token budget (seed 0, generation tasks)", "",
+             f"The generation tasks' instances answered with up to {n} new tokens, whatever the reference's length, against the "
              "default budget (the task's longest reference + 4 tokens): what the short budget cuts off. The difference is paired by task, on seed 0.", "",
              f"| method | ROUGE-L @{n}: tasks | ROUGE-L @{n}: family | @{n} minus the short budget (tasks) |", "|---|---:|---:|---:|"]
     for m, e in ms.items():
