@@ -45,8 +45,9 @@ ORACLE_TITLE := The oracle zoo: experts trained on the held-out tasks (the evalu
 # the 4 zoo experts held out of the zoo-trained generators to measure them (docs/generators.md)
 ZOO_TRAIN := --lr 0.001 --zoo $(ZOO_BUILD) --val-experts tense --val-experts disambiguation_qa --val-experts unit_conversion/different_systems --val-experts operators
 # t2l and its fair baseline mtlora (same rows and steps) on data/descriptions/bigbench.json: --steps only says how
-# far a run goes, so 1200 continues a stopped run; --export then writes its best step on validation. (The shipped
-# t2l and mtlora, 2026-12-01: runs of these flags stopped at steps 700 and 400, both best on validation at step 200.)
+# far a run goes, so 1200 continues a stopped run; --export then writes its best step on validation (--export-last:
+# its last step). The shipped t2l and mtlora, 2026-12-01: runs of these flags stopped at step 700, both best on
+# validation at step 200, which also scored best on the held-out answers (docs/generators.md, step 200 against 700).
 SFT_RUN := --objective sft --tasks descriptions --steps 1200 --batch-size 8 --sft-examples 1 --lr 3e-4 --warmup 20 --val-every 100 --logger csv --ckpt-every 50
 
 rebuild: rebuild-zoo rebuild-generators rebuild-results  ## every shipped artifact and published number, in order

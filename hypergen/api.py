@@ -520,6 +520,7 @@ def train(
     device: str = "auto",
     init: str | Path | None = None,
     export: bool = False,
+    export_last: bool = False,
     **family_config,
 ) -> dict:
     """Train a generator family on the zoo (TrainConfig `cfg`) and write its checkpoint; returns the
@@ -533,7 +534,8 @@ def train(
     its config is kept, so `family_config` must be empty then.
     export: train nothing; write the generator folder from the run's best checkpoint so far (its last
     without validation), e.g. after a long run was stopped. Give the run's own arguments; settings that
-    only say how long it runs (such as --steps) may differ.
+    only say how long it runs (such as --steps) may differ. export_last: with export, the run's last
+    checkpoint instead of its best on validation.
     """
     from hypergen.generators import ExpertBank, build, get_family, load_generator
     from hypergen.generators.train import TrainConfig, export_run, train_generator
@@ -565,7 +567,12 @@ def train(
         import hashlib
 
         run_name = f"{name}-init{hashlib.sha1(str(Path(init).resolve()).encode()).hexdigest()[:6]}"
-    summary = (export_run if export else train_generator)(gen, cfg, out, sft_data=sft, run_name=run_name)
+    if export_last and not export:
+        raise HypergenError("--export-last goes with --export (it says which checkpoint to write).")
+    if export:
+        summary = export_run(gen, cfg, out, sft_data=sft, run_name=run_name, last=export_last)
+    else:
+        summary = train_generator(gen, cfg, out, sft_data=sft, run_name=run_name)
     summary["out"] = str(out)
     if summary["global_rank"] != 0:
         return summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 
 import pytest
 import torch
@@ -158,6 +159,8 @@ def test_a_packed_generator_loads_as_the_fp16_one_within_int8_rounding(tmp_path,
         packed = [k for k in f.keys() if k.endswith(checkpoint.Q8)]
         assert packed and all(f.get_tensor(k).dtype == torch.int8 for k in packed)
     assert (tmp_path / "q8" / checkpoint.WEIGHTS_FILE).stat().st_size < 0.7 * (tmp_path / "fp16" / checkpoint.WEIGHTS_FILE).stat().st_size
+    # readable by others, like every file hypergen writes (safetensors alone leaves 0600)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for d in ("fp16", "q8") for p in (tmp_path / d).iterdir())
     src, got = (load_generator(tmp_path / d, bank, family="t2l").state_dict() for d in ("fp16", "q8"))
     assert src.keys() == got.keys()
     for k in packed:

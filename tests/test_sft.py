@@ -363,5 +363,13 @@ def test_export_writes_the_best_checkpoint_without_training(tiny_zoo, tiny_path,
     on_disk = json.loads((tmp_path / "t2l" / "train.json").read_text())
     assert on_disk["step"] == best["global_step"] and on_disk["val_nll"] == pytest.approx(ran["best_val_nll"], abs=1e-6)
     assert json.loads((tmp_path / "t2l" / "generator.json").read_text())["config"]["hidden"] == 32
+    # --export-last: the run's last checkpoint (step 4), whatever validation preferred
+    final = api.train("t2l", cfg, out=tmp_path / "t2l", export=True, export_last=True, **common)
+    last = torch.load(final["exported_from"], map_location="cpu", weights_only=False)
+    assert final["exported_from"].endswith("last.ckpt") and final["step"] == last["global_step"] == 4 and final["val_nll"] is None
+    saved = load_file(str(tmp_path / "t2l" / "generator.safetensors"))
+    assert all(torch.equal(v, last["state_dict"][f"generator.{k}"].half()) for k, v in saved.items())
+    with pytest.raises(HypergenError, match="--export-last goes with --export"):
+        api.train("t2l", cfg, out=tmp_path / "t2l", export_last=True, **common)
     with pytest.raises(HypergenError, match="No checkpoint to export"):
         api.train("t2l", replace(cfg, seed=1), out=tmp_path / "t2l", export=True, **common)

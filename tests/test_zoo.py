@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -148,6 +149,7 @@ def test_build_writes_records_and_resumes(tiny_path, tmp_path):
 
     build_multitask(cfg, steps=2, per_task=4)  # packed beside the experts (the shipped zoo/ has one)
     packed = zoo.pack(tmp_path / "packed")  # int8 per-row absmax
+    assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in (tmp_path / "packed").rglob("*") if f.is_file() and stat.S_IMODE(f.stat().st_mode) != 0o644} == {}
     mt, mt_packed = zoo.multitask(), packed.multitask()
     assert mt is not None and mt_packed is not None and packed.multitask_record().name == "multitask"
     for p in mt.modules:

@@ -10,6 +10,7 @@ with the same LoRA layout, base model and text encoder as the one it was trained
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from hypergen.errors import HypergenError
 from hypergen.generators.layout import Layout
 from hypergen.generators.registry import get_family
 from hypergen.identity import require_same_base
+from hypergen.lora import FILE_MODE
 
 TRAINING_FILE = "training.safetensors"  # training-only tensors (not shipped)
 WEIGHTS_FILE = "generator.safetensors"
@@ -45,8 +47,10 @@ def save_generator(gen, folder: str | Path, extra: dict | None = None) -> Path:
     train_only = {k: v for k, v in state.items() if k.startswith(gen.training_only)} if gen.training_only else {}
     if state:
         save_file({k: v for k, v in state.items() if k not in train_only}, str(folder / WEIGHTS_FILE))
+        os.chmod(folder / WEIGHTS_FILE, FILE_MODE)  # safetensors leaves 0600
     if train_only:
         save_file(train_only, str(folder / TRAINING_FILE))
+        os.chmod(folder / TRAINING_FILE, FILE_MODE)
     (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=str))
     return folder
 
@@ -136,6 +140,7 @@ def pack_generator(source: str | Path, dest: str | Path) -> Path:
             packed[k] = v.to(torch.float16) if v.is_floating_point() else v
     dest.mkdir(parents=True, exist_ok=True)
     save_file(packed, str(dest / WEIGHTS_FILE))
+    os.chmod(dest / WEIGHTS_FILE, FILE_MODE)
     meta = json.loads((source / "generator.json").read_text())
     (dest / "generator.json").write_text(json.dumps({**meta, "packed": "int8"}, indent=2))
     if (source / "train.json").is_file():

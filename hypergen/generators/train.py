@@ -336,9 +336,10 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
     return summary
 
 
-def export_run(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> dict:
+def export_run(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None, last: bool = False) -> dict:
     """Write the generator folder of a stopped (or running) run without training a step: from its best
-    checkpoint on validation so far, or its last one when it has none. The run is found as
+    checkpoint on validation so far, or its last one when it has none or `last` is set (a run whose
+    validation families do not track the held-out ones, docs/generators.md). The run is found as
     train_generator finds it (run_folder): the same arguments, any RUN_ONLY setting (e.g. --steps)."""
     ckpt_dir = run_folder(generator, cfg, out, sft_data=sft_data, run_name=run_name)
 
@@ -347,7 +348,7 @@ def export_run(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_d
                      if isinstance(s, dict) and s.get("monitor") == "val/nll" and s.get("current_score") is not None), None)
 
     # best-v1.ckpt and the like can sit beside best.ckpt after a kill: the lowest score is the best
-    bests = [(p, torch.load(p, map_location="cpu", weights_only=False)) for p in sorted(ckpt_dir.glob("best*.ckpt"))]
+    bests = [] if last else [(p, torch.load(p, map_location="cpu", weights_only=False)) for p in sorted(ckpt_dir.glob("best*.ckpt"))]
     scored = [(val_nll(c), p, c) for p, c in bests if val_nll(c) is not None]
     if scored:
         score, path, ckpt = min(scored, key=lambda x: x[0])

@@ -29,7 +29,7 @@ import torch
 
 from hypergen.errors import HypergenError
 from hypergen.identity import short_name
-from hypergen.lora import LoraWeights
+from hypergen.lora import FILE_MODE, LoraWeights
 from hypergen.paths import atomic_folder
 from hypergen.quant import dequantize_rows, quantize_rows
 
@@ -101,6 +101,7 @@ def safe_name(task_name: str) -> str:
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -235,6 +236,7 @@ class Zoo:
                 for step, w in trajectory:
                     tensors = {f"{p}.{k}": t.to(dtype).contiguous() for p, (a, b) in w.modules.items() for k, t in (("A", a), ("B", b))}
                     save_file(tensors, str(tmp / "trajectory" / f"step_{step:05d}.safetensors"))
+                    os.chmod(tmp / "trajectory" / f"step_{step:05d}.safetensors", FILE_MODE)
             (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
 
         def put(m: dict) -> None:  # a retrained expert keeps its place in the manifest
@@ -319,6 +321,7 @@ def _save_final(w: LoraWeights, folder: Path, dtype) -> None:
             tensors[f"{p}.{k}.q"], tensors[f"{p}.{k}.scale"] = quantize_rows(t)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / Q8))
+    os.chmod(folder / Q8, FILE_MODE)  # safetensors leaves 0600
     w.save_config(folder)
 
 
