@@ -540,6 +540,8 @@ def train(
     from hypergen.generators import ExpertBank, build, get_family, load_generator
     from hypergen.generators.train import TrainConfig, export_run, train_generator
 
+    if export_last and not export:
+        raise HypergenError("--export-last goes with --export (it says which checkpoint to write).")
     cfg = cfg or TrainConfig()
     cls = get_family(name)
     if not cls.trainable:
@@ -567,8 +569,6 @@ def train(
         import hashlib
 
         run_name = f"{name}-init{hashlib.sha1(str(Path(init).resolve()).encode()).hexdigest()[:6]}"
-    if export_last and not export:
-        raise HypergenError("--export-last goes with --export (it says which checkpoint to write).")
     if export:
         summary = export_run(gen, cfg, out, sft_data=sft, run_name=run_name, last=export_last)
     else:

@@ -65,7 +65,8 @@ class EvalConfig:
     here (the oracle zoo lives in the cache: hours of this CPU to rebuild), take its oracle rows from
     --out's results.jsonl instead, matched on every setting but the expert's files, which cannot be hashed
     again; a row that does not match stops the run, and the report counts the rows taken (a long-budget row
-    that no run recorded is left out, and the report says so). Without it such a task has no oracle row. tasks / limit: restrict the task list.
+    that no run recorded is left out, and the report says so). Without it such a task has no oracle row.
+    tasks / limit: restrict the task list.
     base: a local Hugging Face model folder instead of SmolLM2. device: auto, cpu or cuda.
     encoder: the description encoder the generators use, minilm (real) or fake (tests); it must be the
     one their checkpoints were trained with.

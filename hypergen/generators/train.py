@@ -338,8 +338,8 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
 
 def export_run(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None, last: bool = False) -> dict:
     """Write the generator folder of a stopped (or running) run without training a step: from its best
-    checkpoint on validation so far, or its last one when it has none or `last` is set (a run whose
-    validation families do not track the held-out ones, docs/generators.md). The run is found as
+    checkpoint on validation so far, or its last one when it has none or `last` is set (to score a later
+    step than validation chose: docs/generators.md, step 200 against 700). The run is found as
     train_generator finds it (run_folder): the same arguments, any RUN_ONLY setting (e.g. --steps)."""
     ckpt_dir = run_folder(generator, cfg, out, sft_data=sft_data, run_name=run_name)
 
