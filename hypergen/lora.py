@@ -252,6 +252,14 @@ class LoraWeights:
             raise HypergenError(f"{w_path}: {e}") from None
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A safetensors file readable by others (FILE_MODE): safetensors alone leaves 0600."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    os.chmod(path, FILE_MODE)
+
+
 def _read_json_object(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())

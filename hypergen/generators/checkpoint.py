@@ -10,7 +10,6 @@ with the same LoRA layout, base model and text encoder as the one it was trained
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from hypergen.errors import HypergenError
 from hypergen.generators.layout import Layout
 from hypergen.generators.registry import get_family
 from hypergen.identity import require_same_base
-from hypergen.lora import FILE_MODE
+from hypergen.lora import save_tensors
 
 TRAINING_FILE = "training.safetensors"  # training-only tensors (not shipped)
 WEIGHTS_FILE = "generator.safetensors"
@@ -29,8 +28,6 @@ PACK_MIN = 2**16  # matrices with fewer entries stay fp16 (norms, biases, embedd
 
 def save_generator(gen, folder: str | Path, extra: dict | None = None) -> Path:
     """Write `gen` (a Generator) to `folder`; `extra` joins generator.json (e.g. the training config)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -46,11 +43,9 @@ def save_generator(gen, folder: str | Path, extra: dict | None = None) -> Path:
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous().cpu() for k, v in gen.state_for_save().items()}
     train_only = {k: v for k, v in state.items() if k.startswith(gen.training_only)} if gen.training_only else {}
     if state:
-        save_file({k: v for k, v in state.items() if k not in train_only}, str(folder / WEIGHTS_FILE))
-        os.chmod(folder / WEIGHTS_FILE, FILE_MODE)  # safetensors leaves 0600
+        save_tensors({k: v for k, v in state.items() if k not in train_only}, folder / WEIGHTS_FILE)
     if train_only:
-        save_file(train_only, str(folder / TRAINING_FILE))
-        os.chmod(folder / TRAINING_FILE, FILE_MODE)
+        save_tensors(train_only, folder / TRAINING_FILE)
     (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=str))
     return folder
 
@@ -121,7 +116,7 @@ def pack_generator(source: str | Path, dest: str | Path) -> Path:
     """A compact copy of a generator checkpoint for shipping: its matrices of >= PACK_MIN entries in int8
     per-row absmax (half of fp16), the rest fp16; generator.json and train.json copied, training-only
     tensors left out. Nothing is loaded but the tensors: the copy loads wherever the source does."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from hypergen.quant import quantize_rows
 
@@ -139,8 +134,7 @@ def pack_generator(source: str | Path, dest: str | Path) -> Path:
         else:
             packed[k] = v.to(torch.float16) if v.is_floating_point() else v
     dest.mkdir(parents=True, exist_ok=True)
-    save_file(packed, str(dest / WEIGHTS_FILE))
-    os.chmod(dest / WEIGHTS_FILE, FILE_MODE)
+    save_tensors(packed, dest / WEIGHTS_FILE)
     meta = json.loads((source / "generator.json").read_text())
     (dest / "generator.json").write_text(json.dumps({**meta, "packed": "int8"}, indent=2))
     if (source / "train.json").is_file():

@@ -29,7 +29,7 @@ import torch
 
 from hypergen.errors import HypergenError
 from hypergen.identity import short_name
-from hypergen.lora import FILE_MODE, LoraWeights
+from hypergen.lora import FILE_MODE, LoraWeights, save_tensors
 from hypergen.paths import atomic_folder
 from hypergen.quant import dequantize_rows, quantize_rows
 
@@ -227,16 +227,13 @@ class Zoo:
     # ---- writing -------------------------------------------------------------------------------
     def add(self, record: ExpertRecord, final: LoraWeights, trajectory: list[tuple[int, LoraWeights]] | None = None, dtype=torch.float16) -> None:
         """Write one expert folder atomically, then the manifest."""
-        from safetensors.torch import save_file
-
         with atomic_folder(self.folder(record.name)) as tmp:
             _save_final(final, tmp, dtype)
             if trajectory:
                 (tmp / "trajectory").mkdir()
                 for step, w in trajectory:
                     tensors = {f"{p}.{k}": t.to(dtype).contiguous() for p, (a, b) in w.modules.items() for k, t in (("A", a), ("B", b))}
-                    save_file(tensors, str(tmp / "trajectory" / f"step_{step:05d}.safetensors"))
-                    os.chmod(tmp / "trajectory" / f"step_{step:05d}.safetensors", FILE_MODE)
+                    save_tensors(tensors, tmp / "trajectory" / f"step_{step:05d}.safetensors")
             (tmp / RECORD).write_text(json.dumps(asdict(record), indent=2))
 
         def put(m: dict) -> None:  # a retrained expert keeps its place in the manifest
@@ -313,15 +310,12 @@ def _save_final(w: LoraWeights, folder: Path, dtype) -> None:
     if dtype != "int8":
         w.to(dtype=dtype).save(folder)
         return
-    from safetensors.torch import save_file
-
     tensors = {}
     for p, (a, b) in w.modules.items():
         for k, t in (("A", a), ("B", b)):
             tensors[f"{p}.{k}.q"], tensors[f"{p}.{k}.scale"] = quantize_rows(t)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / Q8))
-    os.chmod(folder / Q8, FILE_MODE)  # safetensors leaves 0600
+    save_tensors(tensors, folder / Q8)
     w.save_config(folder)
 
 
