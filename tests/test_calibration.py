@@ -71,6 +71,47 @@ def test_bad_inputs_are_refused(probs, labels, message):
         brier(probs, labels)
 
 
+def test_batch_calibration_removes_the_bias_to_one_option():
+    """Every question answered "No" (raw accuracy 0.5), but p(No) is lower on the two "Yes" questions:
+    with the prior p(No) = 0.75 divided out, the picks follow the content (1.0). The option order may
+    differ from question to question: the prior is of the option's text."""
+    from hypergen.eval.calibration import batch_calibrated_accuracy
+
+    probs = [[0.9, 0.1], [0.1, 0.9], [0.4, 0.6], [0.6, 0.4]]  # p(No) = 0.9, 0.9, 0.6, 0.6
+    options = [["No", "Yes"], ["Yes", "No"], ["Yes", "No"], ["No", "Yes"]]
+    labels = [0, 1, 0, 1]  # No, No, Yes, Yes
+    assert accuracy(probs, labels) == 0.5
+    # priors: No = (0.9 + 0.9 + 0.6 + 0.6) / 4 = 0.75, Yes = 0.25; question 3: 0.4 / 0.25 > 0.6 / 0.75
+    assert batch_calibrated_accuracy(probs, labels, options) == 1.0
+    assert batch_calibrated_accuracy(probs, [[0, 1]] * 4, options) == 1.0  # several correct: any of them
+    # no shared set of options: there is no option prior, so the plain accuracy
+    assert batch_calibrated_accuracy(PROBS, LABELS, [["a", "b"], ["c", "d"], ["a", "b"], ["a", "b", "c"]]) == accuracy(PROBS, LABELS)
+    assert batch_calibrated_accuracy([[0.7, 0.3]], [1], [["x", "x"]]) == 0.0  # a repeated text is not a label set
+    with pytest.raises(HypergenError, match="option texts"):
+        batch_calibrated_accuracy(probs, labels, options[:3])
+
+
+def test_the_summary_reports_the_calibrated_accuracy_and_its_controls(tmp_path):
+    """protocol.calibrated derives accuracy_bc from a row's stored probabilities and its instances'
+    options (long rows and generation rows stay as they are); summarize puts it in the headline and
+    pairs it in the controls."""
+    from hypergen.eval.protocol import EvalConfig, calibrated
+    from hypergen.eval.stats import summarize
+    from hypergen.tasks import Instance
+
+    test = [Instance("q", ["Yes" if y else "No"], ["No", "Yes"]) for y in (0, 0, 1, 1)]
+    row = {"task": "f/t", "method": "t2l", "seed": 0, "accuracy": 0.5, "main": 0.5, "nll": 1.0, "multiple_choice": True,
+           "option_probs": [[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]], "labels": [0, 0, 1, 1]}
+    got = calibrated(row, test)
+    assert got["accuracy_bc"] == 1.0 and "accuracy_bc" not in row  # derived, the stored row untouched
+    assert calibrated({**row, "long": True}, test) == {**row, "long": True} and calibrated({"answers": ["x"]}, test) == {"answers": ["x"]}
+    other = calibrated({**row, "method": "t2l@other", "option_probs": [[0.9, 0.1], [0.6, 0.4], [0.9, 0.1], [0.6, 0.4]]}, test)
+    assert other["accuracy_bc"] == 0.5
+    s = summarize([got, other], EvalConfig(split="all", bootstrap=50))
+    assert s["methods"]["t2l"]["mc_accuracy_bc_family"] == 1.0 and s["methods"]["t2l"]["mc_accuracy"] == 0.5
+    assert s["controls"]["t2l"]["accuracy_bc_aligned_minus_other_family"] == 0.5
+
+
 @pytest.fixture()
 def review_instances():
     from hypergen.paths import REPO_ROOT

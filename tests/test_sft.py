@@ -255,6 +255,58 @@ def test_validation_measures_another_tasks_description(tiny_bank, tiny_zoo, resi
         sft_step(g, replace(data, val=data.val[:1]), batch[:1], validation=True, other=True)
 
 
+def test_the_contrast_term_is_a_hinge_on_own_against_another_rows_adapter(sft, tiny_bank):
+    """contrast > 0: each row's examples are scored again under the next row's adapter (another task's),
+    and the loss adds contrast * mean relu(margin + own - other), computed here from rows_nll directly."""
+    torch.manual_seed(0)
+    g = build("t2l", tiny_bank, hidden=32).eval()  # eval: deterministic adapters, so both calls make the same ones
+    with torch.no_grad():  # untrained heads are near 0: every adapter would be alike
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    batch = torch.tensor([[0, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 1, 0, 2, 3], [2, 0, 0, 1, 2]])  # rows 1 and 2: one task
+    pairs = [(0, 1), (2, 3), (3, 0)]
+    from hypergen.generators.sft import partners
+
+    assert partners(batch[:, 0].tolist()) == pairs and partners([5, 5, 5]) == []
+    cond = torch.stack([sft.tasks[t].cond[v] for t, v in batch[:, :2].tolist()])
+    flat, _ = g.adapter_for_training(cond, {"cond": cond, "index": batch[:, 0]})
+    examples = batch_examples(sft, batch)
+    with torch.no_grad():
+        own = rows_nll(sft.resident, g.layout, flat, examples)
+        other = rows_nll(sft.resident, g.layout, flat[[j for _, j in pairs]], [examples[i] for i, _ in pairs])
+    gaps = own[[i for i, _ in pairs]] - other
+    assert float(gaps.abs().min()) > 1e-4  # the adapters differ, so a mix-up would show
+    for weight, margin in [(0.5, 10.0), (2.0, 0.0), (1.0, -10.0)]:
+        out = sft_step(g, sft, batch, contrast=weight, margin=margin)
+        torch.testing.assert_close(out["nll"], own.mean())
+        torch.testing.assert_close(out["contrast"], weight * torch.relu(margin + gaps).mean())
+        torch.testing.assert_close(out["nll_other"], other.mean())
+        torch.testing.assert_close(out["loss"], out["nll"] + out["contrast"])  # nll_other is only logged
+    plain = sft_step(g, sft, batch)  # contrast 0 (the default): the plain loss, no second pass
+    assert set(plain) == {"loss", "nll"}
+    torch.testing.assert_close(plain["loss"], own.mean())
+    g.train()
+    out = sft_step(g, sft, batch, contrast=1.0, margin=10.0)
+    (out["contrast"]).backward()  # the term alone trains the generator
+    assert sum(float(p.grad.abs().sum()) for p in g.parameters() if p.grad is not None) > 0
+    with pytest.raises(HypergenError, match="must be >= 0"):
+        TrainConfig(objective="sft", contrast=-1.0)
+    with pytest.raises(HypergenError, match="needs --objective sft"):
+        TrainConfig(objective="recon", contrast=1.0)
+
+
+def test_contrast_is_part_of_the_run_identity_and_trains(sft, tiny_bank, tmp_path):
+    g = build("t2l", tiny_bank, hidden=32)
+    folder = run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft)
+    assert run_folder(g, sft_cfg(contrast=0.0, contrast_margin=0.5), tmp_path / "o", sft_data=sft) == folder  # the default: older runs keep theirs
+    assert run_folder(g, sft_cfg(contrast=1.0), tmp_path / "o", sft_data=sft) != folder
+    torch.manual_seed(0)
+    summary = train_generator(g, sft_cfg(steps=3, batch_size=4, contrast=1.0, contrast_margin=10.0), tmp_path / "c", sft_data=sft, run_name="contrast")
+    logged = [h for h in summary["history"] if "loss" in h]
+    assert len(logged) == 3 and all(h["contrast"] > 0 and "nll_other" in h for h in logged)
+    assert all(h["loss"] == pytest.approx(h["nll"] + h["contrast"], abs=1e-5) for h in logged)
+
+
 def test_api_train_warm_starts_from_a_saved_checkpoint(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     """recon, then sft from that checkpoint (--init): with lr 0 the sft run must keep the recon weights."""
     from safetensors.torch import load_file

@@ -100,6 +100,29 @@ def accuracy(probs, labels) -> float:
     return sum(int(r.argmax()) in y for r, y in zip(rows, ys)) / len(rows)
 
 
+def batch_calibrated_accuracy(probs, labels, options: Sequence[Sequence[str]]) -> float:
+    """Accuracy with each option's prior over the task's questions divided out (Batch Calibration, Zhou et
+    al., ICLR 2024): with p_i(o) the probability of option o on question i, the prior
+    prior(o) = mean_i p_i(o), and the pick argmax_o p_i(o) / prior(o). A model that puts every question
+    on one option ("No" 20 of 20) is then judged by how its confidence moves from question to question,
+    not by that bias. No label is used to fit it.
+    options: each question's option texts, in its probabilities' order. The prior is of an option's text,
+    so it exists only where every question has the same options (a label set: yes/no, true/false, ...;
+    their order may differ); elsewhere this is the plain accuracy."""
+    rows = _rows(probs)
+    ys = _labels(labels, rows)
+    if len(options) != len(rows) or any(len(o) != r.numel() for o, r in zip(options, rows)):
+        raise HypergenError("Give each instance's option texts, one per probability, in the same order.")
+    if len({frozenset(o) for o in options}) != 1 or len(set(options[0])) != len(options[0]):
+        return accuracy(rows, [sorted(y) for y in ys])
+    prior: dict[str, float] = {}
+    for o, r in zip(options, rows):
+        for text, p in zip(o, r.tolist()):
+            prior[text] = prior.get(text, 0.0) + p / len(rows)
+    picks = [int((r.clamp_min(1e-300).log() - torch.tensor([prior[t] for t in o], dtype=torch.float64).clamp_min(1e-300).log()).argmax()) for o, r in zip(options, rows)]
+    return sum(k in y for k, y in zip(picks, ys)) / len(rows)
+
+
 @dataclass
 class CalibrationReport:
     """What `bayesian_calibration` measured. probs: the BMA option probabilities per instance."""

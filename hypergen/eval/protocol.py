@@ -394,7 +394,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
             bar.update(len(group))
     bar.close()
     res.deactivate()
-    rows = [done[digest(k)] for _, k in wanted]
+    rows = [calibrated(done[digest(k)], _subset(j.et.test, cfg.instances, j.seed)) for j, k in wanted]
     # rows of the same task, method and seed made with other settings: ignored, and said so
     current = {(k["task"], k["method"], k["seed"], k["long"]): k for _, k in wanted}
     stale = [r for r in old_rows if (c := current.get((r["task"], r["method"], r["seed"], r.get("long", False)))) is not None and digest(r["key"]) != digest(c)]
@@ -468,6 +468,17 @@ def _row(j: Job, s, test: list, key: dict, seconds: float) -> dict:
         row["answers"] = [a[:ANSWER_CHARS] for a in s.answers]
     row["key"] = key
     return row
+
+
+def calibrated(row: dict, test: list) -> dict:
+    """The row with `accuracy_bc`, its multiple-choice accuracy with the option prior divided out
+    (calibration.batch_calibrated_accuracy), from its stored option probabilities and the options of the
+    instances it scored: derived when a run summarises, never stored, so older rows get it too."""
+    if "option_probs" not in row or row.get("long"):
+        return row
+    from hypergen.eval.calibration import batch_calibrated_accuracy
+
+    return {**row, "accuracy_bc": batch_calibrated_accuracy(row["option_probs"], row["labels"], [i.options for i in test])}
 
 
 def examples(tasks: list[EvalTask], rows: list[dict], methods: list[str], instances: int, k: int = EXAMPLES) -> list[dict]:

@@ -59,20 +59,24 @@ def headline(summary: dict) -> list[str]:
         f"{s['gen_tasks']} generation tasks in {s['gen_families']} families (a family is a BIG-bench top-level task, the name "
         "before \"/\"; in a suite without families, the task itself). **family** = the mean over families of each family's "
         "mean over its tasks, with a 95% bootstrap CI over families; **tasks** = the mean over tasks. MC = accuracy by option "
-        "log-likelihood on the multiple-choice tasks; generation = ROUGE-L of the greedy answer on the others. "
+        "log-likelihood on the multiple-choice tasks; **MC, prior removed** = that accuracy with each option's mean probability over "
+        "the task's questions divided out (Batch Calibration, Zhou et al. 2024; on tasks whose questions share one set of options, "
+        "elsewhere the plain accuracy): a method that answers \"No\" to every question scores by how its confidence moves between "
+        "questions, not by its bias; generation = ROUGE-L of the greedy answer on the others. "
         "**NLL** = the teacher-forced negative log-likelihood per token of the reference answer (its first target, and the "
         "end-of-turn token) after the prompt, with the method's adapter and prompt, in nats: **lower is better**; no answer "
         "format hides it. **Oracle gap closed** = (method - base) / (oracle - base), on the tasks with an oracle expert; "
         "in NLL it is the share of the base-to-oracle fall in nats.",
         "",
-        "| method | main: family [95% CI] | main: tasks | MC accuracy: family [95% CI] | MC: tasks | generation ROUGE-L: family [95% CI] | generation: tasks | NLL: family [95% CI] (lower is better) | NLL: tasks | oracle gap closed (main): family | tasks | oracle gap closed (NLL): family |",
-        "|---|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|",
+        "| method | main: family [95% CI] | main: tasks | MC accuracy: family [95% CI] | MC: tasks | MC, prior removed: family [95% CI] | MC, prior removed: tasks "
+        "| generation ROUGE-L: family [95% CI] | generation: tasks | NLL: family [95% CI] (lower is better) | NLL: tasks | oracle gap closed (main): family | tasks | oracle gap closed (NLL): family |",
+        "|---|---|---:|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for m, e in s["methods"].items():
         if Method.parse(m).control:
             continue
         cells = []
-        for name in ("main", "mc_accuracy", "gen_rougeL", "nll"):
+        for name in ("main", "mc_accuracy", "mc_accuracy_bc", "gen_rougeL", "nll"):
             cells += [_fmt(e.get(f"{name}_family")) + _ci_plain(e.get(f"{name}_family_ci95")), _fmt(e.get(name))]
         cells += [_fmt(e.get(k), 2) for k in ("main_family_oracle_gap_closed", "main_oracle_gap_closed", "nll_family_oracle_gap_closed")]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -165,10 +169,11 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
                   "The same questions with the method's own description and with the control's; **family** = each family counts once, with "
                   "a paired 95% bootstrap CI over families; NLL: negative = the own description's adapter makes the reference answer likelier.", "",
                   "| method | main: minus gibberish, family [95% CI] | main: minus another task's, family [95% CI] | main: tasks (gibberish / other) "
-                  "| NLL: family (gibberish / other) | ROUGE-L: tasks (gibberish / other) |", "|---|---|---|---:|---:|---:|"]
+                  "| NLL: family (gibberish / other) | ROUGE-L: tasks (gibberish / other) | MC, prior removed: family (gibberish / other) |", "|---|---|---|---:|---:|---:|---:|"]
         for m, c in summary["controls"].items():
             cells = [_fmt(c.get(f"aligned_minus_{k}_family")) + _ci_plain(c.get(f"aligned_minus_{k}_family_ci95")) for k in ("gibberish", "other")]
-            cells += [" / ".join(_fmt(c.get(f"{p}aligned_minus_{k}{f}")) for k in ("gibberish", "other")) for p, f in (("", ""), ("nll_", "_family"), ("rougeL_", ""))]
+            cells += [" / ".join(_fmt(c.get(f"{p}aligned_minus_{k}{f}")) for k in ("gibberish", "other"))
+                      for p, f in (("", ""), ("nll_", "_family"), ("rougeL_", ""), ("accuracy_bc_", "_family"))]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if summary.get("calibration"):
         lines += ["", "## Calibration on multiple-choice tasks (seed 0)", "",

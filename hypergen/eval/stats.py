@@ -28,11 +28,13 @@ def bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float]
     return (means[int(0.025 * n)], means[int(0.975 * n) - 1])
 
 
-METRICS = ("rougeL", "exact_match", "accuracy", "main", "nll")
+METRICS = ("rougeL", "exact_match", "accuracy", "main", "nll", "accuracy_bc")
 MIN_GAP = 0.01  # the oracle's least mean lead over the base (per task or family) for an "oracle gap closed" share
 # the headline means: (name, metric, tasks) -- multiple choice and generation apart, since accuracy
 # and ROUGE-L are not on one scale, and the content metric on every task
-HEADLINE = (("main", "main", "all"), ("mc_accuracy", "accuracy", "mc"), ("gen_rougeL", "rougeL", "gen"), ("nll", "nll", "all"))
+# (accuracy_bc: multiple-choice accuracy with each option's prior over the task's questions divided out,
+# hypergen.eval.calibration.batch_calibrated_accuracy: what is left when a method's bias to one option is removed)
+HEADLINE = (("main", "main", "all"), ("mc_accuracy", "accuracy", "mc"), ("mc_accuracy_bc", "accuracy_bc", "mc"), ("gen_rougeL", "rougeL", "gen"), ("nll", "nll", "all"))
 
 
 def _mean(values) -> float:
@@ -135,7 +137,7 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
             if c in methods:
                 # the same questions under each description: controls are scored on seed 0 only
                 paired = {metric: {t: a[t] - b[t] for t in sorted(set(a) & set(b))}
-                          for metric in ("main", "nll", "rougeL") for a, b in [(seed0_scores(m, metric), seed0_scores(c, metric))]}
+                          for metric in ("main", "nll", "rougeL", "accuracy_bc") for a, b in [(seed0_scores(m, metric), seed0_scores(c, metric))]}
                 diffs, fam = paired["main"], family_means(paired["main"])
                 controls.setdefault(m, {})[f"aligned_minus_{kind}"] = _mean(diffs.values())
                 controls[m][f"aligned_minus_{kind}_family"] = _mean(fam.values())
@@ -145,6 +147,8 @@ def summarize(rows: list[dict], cfg, calib: dict | None = None) -> dict:
                     controls[m][f"nll_aligned_minus_{kind}_family"] = _mean(family_means(paired["nll"]).values())
                 if paired["rougeL"]:
                     controls[m][f"rougeL_aligned_minus_{kind}"] = _mean(paired["rougeL"].values())
+                if paired["accuracy_bc"]:  # multiple choice with the option bias removed
+                    controls[m][f"accuracy_bc_aligned_minus_{kind}_family"] = _mean(family_means(paired["accuracy_bc"]).values())
     count = {f"{part}_{what}": len(names if what == "tasks" else {family(t) for t in names}) for part, names in parts.items() for what in ("tasks", "families")}
     summary = {"split": cfg.split, "suite": cfg.suite, "tasks": count.pop("all_tasks"), "families": count.pop("all_families"), **count,
                "seeds": cfg.seeds, "instances": cfg.instances, "rows": len(rows) + len(long), "long_budget": getattr(cfg, "long_budget", None),

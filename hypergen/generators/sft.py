@@ -446,13 +446,29 @@ def rows_nll(res, layout, flat: torch.Tensor, examples: list[list[Encoded]]) -> 
     return torch.zeros(len(examples), device=tok.device).index_add(0, row, tok) / torch.bincount(row, minlength=len(examples))
 
 
-def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool = False, other: bool = False) -> dict[str, torch.Tensor]:
+def partners(tasks: list[int]) -> list[tuple[int, int]]:
+    """(row, partner) pairs for the contrast term: each row with the next row of the batch (cyclically),
+    kept only where the partner's task is another one. Rows are drawn family first, so most pairs are
+    of different families; a batch of one task has none."""
+    n = len(tasks)
+    return [(i, (i + 1) % n) for i in range(n) if tasks[(i + 1) % n] != tasks[i]]
+
+
+def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool = False, other: bool = False,
+             contrast: float = 0.0, margin: float = 0.5) -> dict[str, torch.Tensor]:
     """The sft loss of a (B, 3 + k) batch of rows (TrainBatches, val_batches): the mean over rows of
     each row's answer NLL under its generated adapter, plus the family's extra terms.
 
     other: the evaluation's "another task's description" control. Each row's adapter is made from the
     first description of the next task in the list; the row's examples stay its own, and so does any
-    description in its prompt. Validation measures it on unseen families, beside the plain NLL."""
+    description in its prompt. Validation measures it on unseen families, beside the plain NLL.
+
+    contrast, margin: a training signal for the description's effect on answers (TrainConfig.contrast).
+    Each row's examples are also scored under another row's adapter (`partners`: another task's
+    description), in the same forward pass, and the loss adds
+        contrast * mean over pairs of relu(margin + NLL(own adapter) - NLL(partner's adapter)),
+    a hinge that is zero once the row's own adapter beats the other task's by `margin` nats per answer
+    token. Logged as "contrast" (the weighted term) and "nll_other" (the partners' mean NLL)."""
     if sft is None:
         raise HypergenError("objective 'sft' needs the task data: call prepare_sft(bank, zoo, resident, cfg) and pass it to train_generator(sft_data=...).")
     if "sft" not in generator.objectives:
@@ -470,6 +486,14 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool =
     index = torch.tensor([tasks[r[0]].expert for r in rows], device=dev)
     flat, extra = generator.adapter_for_training(cond, {"cond": cond, "index": index})  # (B, P), {name: scalar}
     examples = batch_examples(sft, batch, validation=validation)
-    nll = rows_nll(sft.resident, generator.layout, flat, examples).mean().to(flat.device)
-    loss = nll + sum(extra.values()) if extra else nll
+    pairs = partners([r[0] for r in rows]) if contrast > 0 and not validation else []
+    if pairs:  # the partners' adapters on the rows' own examples, in the same pass
+        own_i, mate = (torch.tensor(x, device=flat.device) for x in zip(*pairs))
+        both = rows_nll(sft.resident, generator.layout, torch.cat([flat, flat[mate]]), examples + [examples[i] for i, _ in pairs]).to(flat.device)
+        per_row, nll_other = both[: len(rows)], both[len(rows) :]
+        extra = {**extra, "contrast": contrast * F.relu(margin + per_row[own_i] - nll_other).mean(), "nll_other": nll_other.mean().detach()}
+    else:
+        per_row = rows_nll(sft.resident, generator.layout, flat, examples).to(flat.device)
+    nll = per_row.mean()
+    loss = nll + sum(v for k, v in extra.items() if k != "nll_other") if extra else nll
     return {"loss": loss, "nll": nll, **extra}

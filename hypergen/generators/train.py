@@ -65,6 +65,12 @@ class TrainConfig:
     max_tasks: train on this many of the training tasks (None = all): a subset drawn by seed after the
     validation families are set apart, nested (a smaller max_tasks keeps a subset of a larger one's tasks),
     for a held-out score against the number of training tasks (bench/scaling.py).
+    contrast: weight of a term that rewards the description's effect on answers (sft only; 0 = off, as the
+    shipped t2l was trained): each row's examples are also scored under another row's adapter (another
+    task's description), and the loss adds contrast * relu(contrast_margin + own NLL - other NLL)
+    (hypergen.generators.sft.sft_step). It costs a second forward pass per step.
+    contrast_margin: how far, in nats per answer token, the own adapter must beat another task's before
+    the term stops pushing.
     """
 
     objective: Literal["recon", "sft"] = "recon"
@@ -95,6 +101,8 @@ class TrainConfig:
     sft_max_train: int = 128
     sft_prompt_description: float = 0.0
     max_tasks: int | None = None
+    contrast: float = 0.0
+    contrast_margin: float = 0.5
 
     def __post_init__(self):
         if self.objective not in ("recon", "sft"):
@@ -112,6 +120,10 @@ class TrainConfig:
             raise HypergenError(f"--max-tasks must be >= 1 (or not given: every task); got {self.max_tasks}.")
         if not 0.0 <= self.sft_prompt_description <= 1.0:
             raise HypergenError(f"--sft-prompt-description is a share of rows, from 0 to 1; got {self.sft_prompt_description}.")
+        if self.contrast < 0 or self.contrast_margin < 0:
+            raise HypergenError(f"--contrast and --contrast-margin must be >= 0; got {self.contrast}, {self.contrast_margin}.")
+        if self.contrast > 0 and self.objective != "sft":
+            raise HypergenError("--contrast scores answers through the base: it needs --objective sft.")
         self.val_experts = tuple(self.val_experts)
 
 
@@ -120,7 +132,7 @@ RUN_ONLY = ("steps", "ckpt_every", "log_every", "val_every", "progress", "logger
 # fields added after runs were started, at the value that does what those runs did: left out of the
 # identity at that value, so those runs keep their folder (resume, --export); any other value is another run.
 # (Runs started before RUN_ONLY existed, 2026-11-30, hashed every field: resume those with that commit.)
-ADDED = {"sft_prompt_description": 0.0, "max_tasks": None}
+ADDED = {"sft_prompt_description": 0.0, "max_tasks": None, "contrast": 0.0, "contrast_margin": 0.5}
 
 
 def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> Path:
@@ -163,7 +175,7 @@ class LitGenerator(pl.LightningModule):
         if self.cfg.objective == "sft":
             from hypergen.generators.sft import sft_step
 
-            out = sft_step(self.generator, self._sft, batch)
+            out = sft_step(self.generator, self._sft, batch, contrast=self.cfg.contrast, margin=self.cfg.contrast_margin)
         else:
             out = self.generator.training_loss(self.generator.batch_tensors(batch))
         loss = out["loss"]
