@@ -14,7 +14,9 @@ name and by its files' content; the answer budget; the content of the zoo, gener
 rerun scores the rows whose key it has not seen and summarises only the rows of its own keys, so rows
 made with other settings are never reused. Rows also keep the greedy answers (or the chosen option).
 Then: means over tasks and over families (each BIG-bench top-level task counts once), multiple choice
-and generation apart, with bootstrap CIs; the content metric (NLL of the reference answer); paired-bootstrap CIs of each method's
+and generation apart, with bootstrap CIs; the content metric (NLL of the reference answer); multiple-choice accuracy
+with each option's prior over the task's questions divided out (`calibrated`, derived from the stored option
+probabilities when a run summarises: a method's bias to one option hides no content); paired-bootstrap CIs of each method's
 difference to the multi-task LoRA, the share of the base-to-oracle gap closed, the aligned-minus-control
 gap (gibberish / another task's description), and calibration on held-out multiple-choice tasks.
 
