@@ -87,6 +87,8 @@ def test_batch_calibration_removes_the_bias_to_one_option():
     # no shared set of options: there is no option prior, so the plain accuracy
     assert batch_calibrated_accuracy(PROBS, LABELS, [["a", "b"], ["c", "d"], ["a", "b"], ["a", "b", "c"]]) == accuracy(PROBS, LABELS)
     assert batch_calibrated_accuracy([[0.7, 0.3]], [1], [["x", "x"]]) == 0.0  # a repeated text is not a label set
+    same = [[0.7, 0.3]] * 4  # the same probabilities for every question: every ratio ties, the raw pick decides
+    assert batch_calibrated_accuracy(same, [1, 1, 0, 1], [["a", "b"]] * 4) == accuracy(same, [1, 1, 0, 1]) == 0.25
     with pytest.raises(HypergenError, match="option texts"):
         batch_calibrated_accuracy(probs, labels, options[:3])
 
@@ -105,6 +107,7 @@ def test_the_summary_reports_the_calibrated_accuracy_and_its_controls(tmp_path):
     got = calibrated(row, test)
     assert got["accuracy_bc"] == 1.0 and "accuracy_bc" not in row  # derived, the stored row untouched
     assert calibrated({**row, "long": True}, test) == {**row, "long": True} and calibrated({"answers": ["x"]}, test) == {"answers": ["x"]}
+    assert calibrated(row, test[:3]) == row  # probabilities that do not fit the instances: left without it, not a failed run
     other = calibrated({**row, "method": "t2l@other", "option_probs": [[0.9, 0.1], [0.6, 0.4], [0.9, 0.1], [0.6, 0.4]]}, test)
     assert other["accuracy_bc"] == 0.5
     s = summarize([got, other], EvalConfig(split="all", bootstrap=50))

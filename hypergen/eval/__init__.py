@@ -3,7 +3,7 @@
     methods.py      Method (what each compared method is) and what makes its adapter
     protocol.py     EvalConfig, plan, run and resume, row keys
     stats.py        means, bootstrap CIs, differences, control gaps, the bar's checks
-    calibration.py  ECE / Brier / entropy and ABMLL's sampled-adapter calibration
+    calibration.py  ECE / Brier / entropy, accuracy with the option prior removed, ABMLL's sampled-adapter calibration
     report.py       report.md and methods.png
 
 Scoring a model on task instances lives below both eval and the zoo build, in hypergen.scoring.

@@ -11,6 +11,8 @@ set, conf_i = max_k p_ik and correct_i = [argmax_k p_ik in Y_i] (as the accuracy
     Brier   = (1/n) sum_i [(1 - sum_{k in Y_i} p_ik)^2 + sum_{k not in Y_i} p_ik^2]
               (multi-class, the correct options as one class; 0 best, 2 worst)
     entropy = (1/n) sum_i -sum_k p_ik log p_ik                        (nats; 0 log 0 = 0)
+    accuracy with the option prior removed (`batch_calibrated_accuracy`): the pick argmax_o p_i(o) / prior(o),
+              prior(o) = mean_i p_i(o), on a task whose questions share one set of options
 
 `bayesian_calibration` samples S adapters from a generator, scores the options under each, averages
 the probabilities (the Bayesian model average, BMA) and reports these metrics plus the mutual
@@ -108,7 +110,9 @@ def batch_calibrated_accuracy(probs, labels, options: Sequence[Sequence[str]]) -
     not by that bias. No label is used to fit it.
     options: each question's option texts, in its probabilities' order. The prior is of an option's text,
     so it exists only where every question has the same options (a label set: yes/no, true/false, ...;
-    their order may differ); elsewhere this is the plain accuracy."""
+    their order may differ); elsewhere this is the plain accuracy. Options whose ratios tie (a method that
+    gives every question the same probabilities) are decided by the raw probability: such a method keeps
+    its plain accuracy."""
     rows = _rows(probs)
     ys = _labels(labels, rows)
     if len(options) != len(rows) or any(len(o) != r.numel() for o, r in zip(options, rows)):
@@ -119,8 +123,12 @@ def batch_calibrated_accuracy(probs, labels, options: Sequence[Sequence[str]]) -
     for o, r in zip(options, rows):
         for text, p in zip(o, r.tolist()):
             prior[text] = prior.get(text, 0.0) + p / len(rows)
-    picks = [int((r.clamp_min(1e-300).log() - torch.tensor([prior[t] for t in o], dtype=torch.float64).clamp_min(1e-300).log()).argmax()) for o, r in zip(options, rows)]
-    return sum(k in y for k, y in zip(picks, ys)) / len(rows)
+    right = 0
+    for o, r, y in zip(options, rows, ys):
+        score = r.clamp_min(1e-300).log() - torch.tensor([prior[t] for t in o], dtype=torch.float64).clamp_min(1e-300).log()
+        tied = (score >= score.max() - 1e-9).nonzero().flatten().tolist()
+        right += max(tied, key=lambda k: float(r[k])) in y
+    return right / len(rows)
 
 
 @dataclass
@@ -204,4 +212,4 @@ def bayesian_calibration(
     )
 
 
-__all__ = ["CalibrationReport", "accuracy", "bayesian_calibration", "brier", "ece", "entropies", "option_labels", "predictive_entropy"]
+__all__ = ["CalibrationReport", "accuracy", "batch_calibrated_accuracy", "bayesian_calibration", "brier", "ece", "entropies", "option_labels", "predictive_entropy"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -475,12 +476,17 @@ def _row(j: Job, s, test: list, key: dict, seconds: float) -> dict:
 def calibrated(row: dict, test: list) -> dict:
     """The row with `accuracy_bc`, its multiple-choice accuracy with the option prior divided out
     (calibration.batch_calibrated_accuracy), from its stored option probabilities and the options of the
-    instances it scored: derived when a run summarises, never stored, so older rows get it too."""
+    instances it scored: derived when a run summarises, never stored, so older rows get it too. A row whose
+    probabilities do not fit those instances' options (none should: the key covers them) goes without it."""
     if "option_probs" not in row or row.get("long"):
         return row
     from hypergen.eval.calibration import batch_calibrated_accuracy
 
-    return {**row, "accuracy_bc": batch_calibrated_accuracy(row["option_probs"], row["labels"], [i.options for i in test])}
+    try:
+        return {**row, "accuracy_bc": batch_calibrated_accuracy(row["option_probs"], row["labels"], [i.options for i in test])}
+    except HypergenError as e:
+        print(f"No prior-removed accuracy for {row['task']} / {row['method']}: {e}", file=sys.stderr)
+        return row
 
 
 def examples(tasks: list[EvalTask], rows: list[dict], methods: list[str], instances: int, k: int = EXAMPLES) -> list[dict]:

@@ -465,10 +465,11 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool =
 
     contrast, margin: a training signal for the description's effect on answers (TrainConfig.contrast).
     Each row's examples are also scored under another row's adapter (`partners`: another task's
-    description), in the same forward pass, and the loss adds
+    description), in the same forward pass over twice the rows, and the loss adds
         contrast * mean over pairs of relu(margin + NLL(own adapter) - NLL(partner's adapter)),
     a hinge that is zero once the row's own adapter beats the other task's by `margin` nats per answer
-    token. Logged as "contrast" (the weighted term) and "nll_other" (the partners' mean NLL)."""
+    token. Its gradient flows through both adapters: it also makes the partner's adapter worse on this
+    row's task. Logged as "contrast" (the weighted term) and "nll_other" (the partners' mean NLL)."""
     if sft is None:
         raise HypergenError("objective 'sft' needs the task data: call prepare_sft(bank, zoo, resident, cfg) and pass it to train_generator(sft_data=...).")
     if "sft" not in generator.objectives:

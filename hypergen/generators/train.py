@@ -68,7 +68,7 @@ class TrainConfig:
     contrast: weight of a term that rewards the description's effect on answers (sft only; 0 = off, as the
     shipped t2l was trained): each row's examples are also scored under another row's adapter (another
     task's description), and the loss adds contrast * relu(contrast_margin + own NLL - other NLL)
-    (hypergen.generators.sft.sft_step). It costs a second forward pass per step.
+    (hypergen.generators.sft.sft_step). One forward pass over twice the rows: about twice the time and activation memory.
     contrast_margin: how far, in nats per answer token, the own adapter must beat another task's before
     the term stops pushing.
     """
