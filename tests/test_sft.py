@@ -281,6 +281,7 @@ def test_the_contrast_term_is_a_hinge_on_own_against_another_rows_adapter(sft, t
         torch.testing.assert_close(out["nll"], own.mean())
         torch.testing.assert_close(out["contrast"], weight * torch.relu(margin + gaps).mean())
         torch.testing.assert_close(out["nll_other"], other.mean())
+        torch.testing.assert_close(out["other_minus_own"], -gaps.mean())
         torch.testing.assert_close(out["loss"], out["nll"] + out["contrast"])  # nll_other is only logged
     plain = sft_step(g, sft, batch)  # contrast 0 (the default): the plain loss, no second pass
     assert set(plain) == {"loss", "nll"}

@@ -117,15 +117,14 @@ def batch_calibrated_accuracy(probs, labels, options: Sequence[Sequence[str]]) -
     ys = _labels(labels, rows)
     if len(options) != len(rows) or any(len(o) != r.numel() for o, r in zip(options, rows)):
         raise HypergenError("Give each instance's option texts, one per probability, in the same order.")
-    if len({frozenset(o) for o in options}) != 1 or len(set(options[0])) != len(options[0]):
-        return accuracy(rows, [sorted(y) for y in ys])
-    prior: dict[str, float] = {}
-    for o, r in zip(options, rows):
-        for text, p in zip(o, r.tolist()):
-            prior[text] = prior.get(text, 0.0) + p / len(rows)
+    prior: dict[str, float] = {}  # stays empty (every prior 1: the plain pick) without one shared set of options
+    if len({frozenset(o) for o in options}) == 1 and len(set(options[0])) == len(options[0]):
+        for o, r in zip(options, rows):
+            for text, p in zip(o, r.tolist()):
+                prior[text] = prior.get(text, 0.0) + p / len(rows)
     right = 0
     for o, r, y in zip(options, rows, ys):
-        score = r.clamp_min(1e-300).log() - torch.tensor([prior[t] for t in o], dtype=torch.float64).clamp_min(1e-300).log()
+        score = r.clamp_min(1e-300).log() - torch.tensor([prior.get(t, 1.0) for t in o], dtype=torch.float64).clamp_min(1e-300).log()
         tied = (score >= score.max() - 1e-9).nonzero().flatten().tolist()
         right += max(tied, key=lambda k: float(r[k])) in y
     return right / len(rows)

@@ -469,7 +469,8 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool =
         contrast * mean over pairs of relu(margin + NLL(own adapter) - NLL(partner's adapter)),
     a hinge that is zero once the row's own adapter beats the other task's by `margin` nats per answer
     token. Its gradient flows through both adapters: it also makes the partner's adapter worse on this
-    row's task. Logged as "contrast" (the weighted term) and "nll_other" (the partners' mean NLL)."""
+    row's task. Logged as "contrast" (the weighted term), "nll_other" (the partners' mean NLL) and
+    "other_minus_own" (the mean paired gap, what the hinge reads)."""
     if sft is None:
         raise HypergenError("objective 'sft' needs the task data: call prepare_sft(bank, zoo, resident, cfg) and pass it to train_generator(sft_data=...).")
     if "sft" not in generator.objectives:
@@ -492,9 +493,11 @@ def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool =
         own_i, mate = (torch.tensor(x, device=flat.device) for x in zip(*pairs))
         both = rows_nll(sft.resident, generator.layout, torch.cat([flat, flat[mate]]), examples + [examples[i] for i, _ in pairs]).to(flat.device)
         per_row, nll_other = both[: len(rows)], both[len(rows) :]
-        extra = {**extra, "contrast": contrast * F.relu(margin + per_row[own_i] - nll_other).mean(), "nll_other": nll_other.mean().detach()}
+        gap = nll_other - per_row[own_i]  # (pairs,) > 0: the own description's adapter does better
+        extra = {**extra, "contrast": contrast * F.relu(margin - gap).mean()}
+        logged = {"nll_other": nll_other.mean().detach(), "other_minus_own": gap.mean().detach()}
     else:
-        per_row = rows_nll(sft.resident, generator.layout, flat, examples).to(flat.device)
+        per_row, logged = rows_nll(sft.resident, generator.layout, flat, examples).to(flat.device), {}
     nll = per_row.mean()
-    loss = nll + sum(v for k, v in extra.items() if k != "nll_other") if extra else nll
-    return {"loss": loss, "nll": nll, **extra}
+    loss = nll + sum(extra.values()) if extra else nll
+    return {"loss": loss, "nll": nll, **extra, **logged}
