@@ -27,7 +27,10 @@ from hypergen.generators import ExpertBank, build, load_generator
 BASELINES = ("nearest", "mix", "lego")
 
 
-def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None) -> str:
+def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None, step: int | None = None) -> str:
+    """The `hypergen train` command that made a generator. An exported sft checkpoint (step: the step it was
+    taken at) says so: its run's --steps only bounded how far the run could go (the learning rate does not
+    depend on it), and the last command of a stopped run may have named another number."""
     parts = [f"hypergen train {name}", f"--objective {train['objective']}", f"--steps {train['steps']}", f"--batch-size {train['batch_size']}", f"--lr {train['lr']}"]
     if train.get("tasks", "zoo") != "zoo":  # trained on described tasks (the Makefile's SFT_RUN), not on the zoo
         parts += [f"--tasks {train['tasks']}", f"--sft-examples {train['sft_examples']}", f"--warmup {train['warmup']}", f"--val-every {train['val_every']}", "--export"]
@@ -36,7 +39,8 @@ def command(name: str, train: dict, init: str | None, out: str, zoo: str | None 
     parts += [f"--val-experts {v}" for v in train.get("val_experts", [])]
     if init:
         parts.append(f"--init {init}")
-    return " ".join(parts + [f"--out {out}"]).replace(str(Path.home()), "~")
+    text = " ".join(parts + [f"--out {out}"]).replace(str(Path.home()), "~")
+    return f"`{text}` (exported: step {step}, the run's best on validation)" if step else f"`{text}`"
 
 
 def main() -> None:
@@ -61,10 +65,10 @@ def main() -> None:
         first = Path(init) / "train.json" if init else None
         if first is not None and first.is_file():  # the warm start's own command first
             warm = json.loads(first.read_text())
-            lines.append(f"- `{name}` (warm start): `{command(name, warm['train'], None, init, warm.get('zoo'))}`")
+            lines.append(f"- `{name}` (warm start): {command(name, warm['train'], None, init, warm.get('zoo'))}")
         elif init:
             lines.append(f"- `{name}` (warm start): its `--init` folder {init.replace(str(Path.home()), '~')} is not on this machine: the Makefile's rebuild-zoo-generators makes it")
-        lines.append(f"- `{name}`: `{command(name, train, init, str(folder), summary.get('zoo'))}`")
+        lines.append(f"- `{name}`: {command(name, train, init, str(folder), summary.get('zoo'), summary.get('step'))}")
         val = list(train.get("val_experts", []))
         if not val:
             continue
