@@ -36,7 +36,7 @@ bench: install
 	$(BIN)/python bench/swap.py
 
 # ---- everything that ships, from scratch (each step resumes after a stop: rerun the same target) ----
-# On this 2-core CPU: experts 0.5-57 min each (median ~4; 60 + 31 oracle; cryptonite's oracle expert ~57), the multi-task LoRA ~30 min, t2l and
+# On this 2-core CPU: experts 1-16 min each (median ~4; 60 + 31 oracle; the 18 generation oracle experts: 95 min in all, 2026-12-01), the multi-task LoRA ~30 min, t2l and
 # mtlora ~85 min each (1200 steps), the evaluations ~1.5 h: the better part of a day. Minutes of it on a GPU.
 CACHE ?= $(or $(HYPERGEN_HOME),$(HOME)/.cache/hypergen)
 ZOO_BUILD ?= $(CACHE)/zoo/bigbench
