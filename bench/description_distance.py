@@ -1,6 +1,6 @@
 """How far is a held-out task's description from every description a generator trained on?
 
-    .venv/bin/python bench/description_distance.py [--out docs/results/description_distance.json]
+    .venv/bin/python bench/description_distance.py [--heldout-results docs/results/heldout/results.json] [--out F.json]
 
 A generator maps a description's embedding (all-MiniLM-L6-v2, what the CLI uses) to an adapter, so it can only
 carry to an unseen task what it learned near that task's embedding. This measures "near" with the cosine
@@ -21,6 +21,7 @@ import argparse
 import json
 import statistics
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,9 +71,16 @@ def main(argv=None) -> dict:
     texts = [d["text"] for ds in data["tasks"].values() for d in ds]
     heldout = {t: ds[0]["text"] for t, ds in data["heldout"].items()}
     enc = api.encoder("minilm")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(record=True) as long:  # one line for all, not one per description
+        warnings.simplefilter("always")
         train = torch.nn.functional.normalize(enc.encode(texts), dim=-1)
         held = torch.nn.functional.normalize(enc.encode(list(heldout.values())), dim=-1)
+    for w in long:
+        if "the encoder reads the first" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    cut = sum("the encoder reads the first" in str(w.message) for w in long)
+    if cut:
+        print(f"{cut} descriptions are longer than the encoder's window; it reads the start of each", file=sys.stderr)
 
     fams = [family(n) for n in names]
     record = {"machine": machine(), "command": "bench/description_distance.py " + " ".join(argv if argv is not None else sys.argv[1:]),
