@@ -8,7 +8,9 @@ similarity between descriptions of data/descriptions/bigbench.json:
 - each held-out task's evaluation description against the nearest training description (any task);
 - each training task's first description against the nearest description of another task of its own
   family, and of another family: what the training data offers a generator to learn from.
-Held-out tasks come from held-out families, so the fair yardstick is "another family". With
+Held-out tasks come from held-out families, so the fair yardstick is "another family". Both in raw cosine
+and after centring on the training descriptions' mean (t2l's input: it subtracts that mean and divides by
+one scalar). With
 --heldout-results (an eval's results.json), also the rank correlation over held-out tasks between that
 nearest cosine and each learned method's control gaps in answer NLL (another task's / gibberish description
 minus the own one: positive = the own description helps). ~1 min on this 2-core CPU (encoding 8,224
@@ -60,6 +62,26 @@ def control_correlations(results: Path, nearest: dict[str, float]) -> dict:
     return out
 
 
+def neighbours(train: torch.Tensor, held: torch.Tensor, names: list[str], fams: list[str]) -> dict:
+    """Quartiles of the nearest-neighbour cosines: held-out -> training, and a training task's first
+    description -> another task of its family / another family."""
+    first = {}
+    for i, n in enumerate(names):
+        first.setdefault(n, i)
+    same_family, other_family = [], []
+    for n, i in first.items():
+        row = train[i] @ train.T
+        sibling = torch.tensor([f == family(n) and m != n for f, m in zip(fams, names)])
+        if sibling.any():
+            same_family.append(float(row[sibling].max()))
+        other_family.append(float(row[torch.tensor([f != family(n) for f in fams])].max()))
+    return {
+        "heldout_to_nearest_training": quartiles((held @ train.T).max(1).values.tolist()),
+        "training_to_nearest_same_family_task": quartiles(same_family),
+        "training_to_nearest_other_family": quartiles(other_family),
+    }
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--descriptions", default=str(ROOT / "data" / "descriptions" / "bigbench.json"))
@@ -85,27 +107,17 @@ def main(argv=None) -> dict:
     fams = [family(n) for n in names]
     record = {"machine": machine(), "command": "bench/description_distance.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "encoder": "all-MiniLM-L6-v2", "training_tasks": len(data["tasks"]), "training_descriptions": len(texts),
-              "training_families": len(set(fams)), "heldout": {}}
+              "training_families": len(set(fams)), "heldout": {}, "summary": {}}
     sims = held @ train.T
     for (task, _), row in zip(heldout.items(), sims):
         i = int(row.argmax())
         record["heldout"][task] = {"nearest": names[i], "cosine": round(float(row[i]), 3)}
-
-    first = {}
-    for i, n in enumerate(names):
-        first.setdefault(n, i)
-    same_family, other_family = [], []
-    for n, i in first.items():
-        row = train[i] @ train.T
-        sibling = torch.tensor([f == family(n) and m != n for f, m in zip(fams, names)])
-        if sibling.any():
-            same_family.append(float(row[sibling].max()))
-        other_family.append(float(row[torch.tensor([f != family(n) for f in fams])].max()))
-    record["summary"] = {
-        "heldout_to_nearest_training": quartiles([v["cosine"] for v in record["heldout"].values()]),
-        "training_to_nearest_same_family_task": quartiles(same_family),
-        "training_to_nearest_other_family": quartiles(other_family),
-    }
+    # raw cosine, and cosine after centring on the training descriptions' mean: what t2l's input sees
+    # (it subtracts that mean and divides by one scalar spread, which leaves cosines as they are)
+    mu = train.mean(0, keepdim=True)
+    centred = (torch.nn.functional.normalize(train - mu, dim=-1), torch.nn.functional.normalize(held - mu, dim=-1))
+    for label, (tr, he) in (("raw", (train, held)), ("centred", centred)):
+        record["summary"][label] = neighbours(tr, he, names, fams)
     if args.heldout_results:
         record["summary"]["spearman_nearest_cosine_vs_control_gap"] = control_correlations(
             Path(args.heldout_results), {t: v["cosine"] for t, v in record["heldout"].items()})
