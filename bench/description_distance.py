@@ -32,12 +32,9 @@ import torch
 from common import machine
 
 from hypergen import api
+from hypergen.eval.stats import family
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def family(task: str) -> str:
-    return task.split("/")[0]
 
 
 def quartiles(xs: list[float]) -> dict:
@@ -65,20 +62,19 @@ def control_correlations(results: Path, nearest: dict[str, float]) -> dict:
 def neighbours(train: torch.Tensor, held: torch.Tensor, names: list[str], fams: list[str]) -> dict:
     """Quartiles of the nearest-neighbour cosines: held-out -> training, and a training task's first
     description -> another task of its family / another family."""
-    first = {}
-    for i, n in enumerate(names):
-        first.setdefault(n, i)
-    same_family, other_family = [], []
-    for n, i in first.items():
-        row = train[i] @ train.T
-        sibling = torch.tensor([f == family(n) and m != n for f, m in zip(fams, names)])
-        if sibling.any():
-            same_family.append(float(row[sibling].max()))
-        other_family.append(float(row[torch.tensor([f != family(n) for f in fams])].max()))
+    task_id = {n: i for i, n in enumerate(dict.fromkeys(names))}
+    fam_id = {f: i for i, f in enumerate(dict.fromkeys(fams))}
+    tasks = torch.tensor([task_id[n] for n in names])
+    families = torch.tensor([fam_id[f] for f in fams])
+    first = [names.index(n) for n in task_id]  # each task's first description
+    sims = train[first] @ train.T  # (tasks, descriptions)
+    own_family = families[first, None] == families[None, :]
+    sibling = own_family & (tasks[first, None] != tasks[None, :])
+    has_sibling = sibling.any(1)
     return {
         "heldout_to_nearest_training": quartiles((held @ train.T).max(1).values.tolist()),
-        "training_to_nearest_same_family_task": quartiles(same_family),
-        "training_to_nearest_other_family": quartiles(other_family),
+        "training_to_nearest_same_family_task": quartiles(sims.masked_fill(~sibling, -2).max(1).values[has_sibling].tolist()),
+        "training_to_nearest_other_family": quartiles(sims.masked_fill(own_family, -2).max(1).values.tolist()),
     }
 
 
