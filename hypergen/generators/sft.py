@@ -55,7 +55,8 @@ CODE_FILES = ("data.py", "tasks/core.py", "tasks/bigbench.py", "tasks/sni.py", "
               "tasks/sft_data.py", "tasks/descriptions.py", "tasks/split.py", "tasks/templated.py")
 """The modules (under hypergen/) whose code decides the cached examples: their content is in the key."""
 PREPARE_FIELDS = ("tasks", "task_suite", "descriptions", "min_examples", "sft_max_train", "sft_max_tokens")
-"""The TrainConfig fields the cached part of prepare_sft reads (the seed, val_families and max_tasks only divide it)."""
+"""The TrainConfig fields the cached part of prepare_sft reads (the seed, val_families and max_tasks only divide it);
+extra_suite and extra_descriptions too, keyed only when set so that the caches made before they existed stay valid."""
 
 
 @dataclass
@@ -142,12 +143,32 @@ def _zoo_sources(bank, zoo, cfg):
 
 def _described_sources(cfg):
     """Every task of the descriptions file (or of the suite), divided by hypergen.tasks.sft_data."""
+    from hypergen.tasks import load_split, load_suite
     from hypergen.tasks.descriptions import DEFAULT_PATH
     from hypergen.tasks.sft_data import described_tasks
 
     suite, split = _suite_and_split(cfg.task_suite)
     names = suite.names() if cfg.tasks == "suite" else None
-    return described_tasks(suite, cfg.descriptions or DEFAULT_PATH, split, names=names, min_examples=cfg.min_examples, max_train=cfg.sft_max_train)
+    tasks, small = described_tasks(suite, cfg.descriptions or DEFAULT_PATH, split, names=names, min_examples=cfg.min_examples, max_train=cfg.sft_max_train)
+    if cfg.extra_suite:  # e.g. the OpenAI evals: more families; the split still names the held-out ones
+        more, more_small = described_tasks(load_suite(cfg.extra_suite), extra_descriptions_path(cfg), split or load_split(),
+                                           min_examples=cfg.min_examples, max_train=cfg.sft_max_train)
+        clash = sorted({t.name for t in tasks} & {t.name for t in more})
+        if clash:
+            raise HypergenError(f"--extra-suite {cfg.extra_suite} has tasks named as the first suite's ({', '.join(clash[:3])}): rename them.")
+        tasks, small = tasks + more, small + more_small
+    return tasks, small
+
+
+def extra_descriptions_path(cfg) -> Path:
+    """--extra-descriptions, else the shipped data/descriptions/<extra_suite>.json."""
+    from hypergen.paths import shipped_data
+
+    path = Path(cfg.extra_descriptions).expanduser() if cfg.extra_descriptions else shipped_data(f"descriptions/{cfg.extra_suite}.json")
+    if not path.is_file():
+        raise HypergenError(f"No descriptions for --extra-suite {cfg.extra_suite} at {path}: give --extra-descriptions FILE "
+                            "(data/make_openai_evals_descriptions.py writes the OpenAI evals' one).")
+    return path
 
 
 def _tokenised(sources, small: int, tok, cfg, embed) -> Prepared:
@@ -267,6 +288,9 @@ def cache_key(cfg, resident, encoder_name: str) -> str:
         "suite": _suite_stamp(cfg.task_suite),
         "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
         "tokenizer": _tokenizer_stamp(resident),
+        **({"extra": {"suite": _suite_stamp(cfg.extra_suite), "descriptions": _sha1_file(extra_descriptions_path(cfg)),
+                      "config": [cfg.extra_suite, cfg.extra_descriptions], "code": _sha1_file(Path(__file__).parents[1] / "tasks/openai_evals.py")}}
+           if cfg.extra_suite else {}),
         "encoder": encoder_name,
         # the code that reads, frames and tokenises the tasks: an edit there rebuilds, no version bump needed
         "code": {f: _sha1_file(Path(__file__).parents[1] / f) for f in CODE_FILES},

@@ -62,6 +62,10 @@ class TrainConfig:
     as Text-to-LoRA's SFT prompt). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
     validation puts it in the same share of its fixed rows, so compare runs of different shares with
     `hypergen eval`, not by their validation NLL.
+    extra_suite: a second task suite whose described tasks train too ("openai_evals": the OpenAI evals
+    wheel, hypergen.tasks.openai_evals), beside those of `descriptions` ("" = none, as the shipped t2l was
+    trained). extra_descriptions: its descriptions file ("" = data/descriptions/<extra_suite>.json).
+    Held-out BIG-bench families are refused in it as in the first.
     max_tasks: train on this many of the training tasks (None = all): a subset drawn by seed after the
     validation families are set apart, nested (a smaller max_tasks keeps a subset of a larger one's tasks),
     for a held-out score against the number of training tasks (bench/scaling.py).
@@ -101,6 +105,8 @@ class TrainConfig:
     sft_max_train: int = 128
     sft_prompt_description: float = 0.0
     max_tasks: int | None = None
+    extra_suite: str = ""
+    extra_descriptions: str = ""
     contrast: float = 0.0
     contrast_margin: float = 0.5
 
@@ -122,6 +128,10 @@ class TrainConfig:
             raise HypergenError(f"--sft-prompt-description is a share of rows, from 0 to 1; got {self.sft_prompt_description}.")
         if self.contrast < 0 or self.contrast_margin < 0:
             raise HypergenError(f"--contrast and --contrast-margin must be >= 0; got {self.contrast}, {self.contrast_margin}.")
+        if self.extra_descriptions and not self.extra_suite:
+            raise HypergenError("--extra-descriptions describes the tasks of --extra-suite: give that suite too.")
+        if self.extra_suite and self.tasks == "zoo":
+            raise HypergenError("--extra-suite adds described tasks: it needs --tasks descriptions or suite.")
         if self.contrast > 0 and self.objective != "sft":
             raise HypergenError("--contrast scores answers through the base: it needs --objective sft.")
         self.val_experts = tuple(self.val_experts)
@@ -132,7 +142,7 @@ RUN_ONLY = ("steps", "ckpt_every", "log_every", "val_every", "progress", "logger
 # fields added after runs were started, at the value that does what those runs did: left out of the
 # identity at that value, so those runs keep their folder (resume, --export); any other value is another run.
 # (Runs started before RUN_ONLY existed, 2026-11-30, hashed every field: resume those with that commit.)
-ADDED = {"sft_prompt_description": 0.0, "max_tasks": None, "contrast": 0.0, "contrast_margin": 0.5}
+ADDED = {"sft_prompt_description": 0.0, "max_tasks": None, "contrast": 0.0, "contrast_margin": 0.5, "extra_suite": "", "extra_descriptions": ""}
 
 
 def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> Path:
