@@ -1,10 +1,10 @@
 """How far is a held-out task's description from every description a generator trained on?
 
-    .venv/bin/python bench/description_distance.py [--heldout-results docs/results/heldout/results.json] [--out F.json]
+    .venv/bin/python bench/description_distance.py [--also data/descriptions/openai_evals.json] [--heldout-results docs/results/heldout/results.json] [--out F.json]
 
 A generator maps a description's embedding (all-MiniLM-L6-v2, what the CLI uses) to an adapter, so it can only
 carry to an unseen task what it learned near that task's embedding. This measures "near" with the cosine
-similarity between descriptions of data/descriptions/bigbench.json:
+similarity between descriptions of data/descriptions/bigbench.json (and of each --also file):
 - each held-out task's evaluation description against the nearest training description (any task);
 - each training task's first description against the nearest description of another task of its own
   family, and of another family: what the training data offers a generator to learn from.
@@ -81,10 +81,14 @@ def neighbours(train: torch.Tensor, held: torch.Tensor, names: list[str], fams: 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--descriptions", default=str(ROOT / "data" / "descriptions" / "bigbench.json"))
+    ap.add_argument("--also", action="append", default=[], help="another training descriptions file whose tasks count as training "
+                    "tasks too (e.g. data/descriptions/openai_evals.json, for --extra-suite openai_evals); repeatable")
     ap.add_argument("--heldout-results", default=None, help="an eval's results.json, e.g. docs/results/heldout/results.json")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     data = json.loads(Path(args.descriptions).read_text())
+    for extra in args.also:  # held-out descriptions come from the first file only
+        data["tasks"].update(json.loads(Path(extra).read_text())["tasks"])
     names = [t for t, ds in data["tasks"].items() for _ in ds]
     texts = [d["text"] for ds in data["tasks"].values() for d in ds]
     heldout = {t: ds[0]["text"] for t, ds in data["heldout"].items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import statistics
 import sys
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_descriptions, b
 
 from make_descriptions import TARGET, TRAIN_MIN_EXAMPLES, _and, _answers, answer_form, dedupe, dumps, first_sentence, input_kind  # noqa: E402
 
+from hypergen.errors import HypergenError  # noqa: E402
 from hypergen.tasks import load_split, load_suite  # noqa: E402
 from hypergen.tasks.core import Task, clean_text, join_sentences, label_sentence, norm_text  # noqa: E402
 from hypergen.tasks.descriptions import VERSION, load_eval_descriptions  # noqa: E402
@@ -49,8 +51,6 @@ def _cut(text: str, n: int) -> str:
 
 def examples(task: Task, k: int = 3) -> list[tuple[str, str]]:
     """k short (input, answer) pairs, in a seeded order, cut to a few words."""
-    import random
-
     pool = random.Random(f"describe:{task.name}").sample(task.instances, min(len(task.instances), 200))
     pairs = [(clean_text(i.input), clean_text(i.targets[0])) for i in pool]
     short = [p for p in pairs if len(p[0].split()) <= EXAMPLE_INPUT_WORDS and len(p[1].split()) <= EXAMPLE_TARGET_WORDS]
@@ -117,10 +117,11 @@ def build(wheel: Path, split) -> dict:
     held_texts = {norm_text(d.text) for ds in load_eval_descriptions().values() for d in ds}  # never a training description
     tasks, short, excluded = {}, {}, {}
     for name in suite.names():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a skipped eval is listed under "excluded"
-            task = suite._load(name)
-        if task is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a skipped eval is listed under "excluded"
+                task = suite.get(name)
+        except HypergenError:
             excluded[name] = "no zero-shot samples, or nothing says what it asks"
             continue
         family = name.split("/", 1)[0]

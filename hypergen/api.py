@@ -187,16 +187,21 @@ def setup(bigbench: bool = False) -> dict[str, str]:
     return assets.setup(bigbench=bigbench)
 
 
-DATA_SOURCES = ("bigbench",)
+DATA_SOURCES = ("bigbench", "openai_evals")
 
 
 def fetch_data(source: str, force: bool = False) -> Path:
-    """Download a task source from PyPI and extract only its task files into the cache; returns their folder.
+    """Download a task source from PyPI into the cache; returns where its tasks are read from.
 
-    force: extract again even if present.
+    bigbench: the sdist, of which only the task.json files are extracted. openai_evals: the `evals`
+    wheel, read in place (hypergen.tasks.openai_evals). force: extract BIG-bench again even if present.
     """
     if source not in DATA_SOURCES:
         raise HypergenError(f"Unknown data source {source!r}; available: {', '.join(DATA_SOURCES)}. For Super-NaturalInstructions, pass your folder with --suite.")
+    if source == "openai_evals":
+        from hypergen.tasks.openai_evals import fetch_openai_evals
+
+        return fetch_openai_evals()
     from hypergen.tasks import fetch_bigbench
 
     return fetch_bigbench(force=force)

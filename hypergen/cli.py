@@ -23,7 +23,7 @@ from hypergen.cli_options import Fields, LazyGroup, lazy, typed
 from hypergen.errors import HypergenError
 
 app = typer.Typer(help="Describe a task in words, get a working LoRA adapter.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, cls=LazyGroup, rich_markup_mode=None)
-data_app = typer.Typer(help="Task data: fetch BIG-bench into the cache.", no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(help="Task data: fetch BIG-bench or the OpenAI evals into the cache.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 zoo_app = typer.Typer(help="The expert zoo: build, list, pack.", no_args_is_help=True, cls=LazyGroup, rich_markup_mode=None)
 app.add_typer(zoo_app, name="zoo")

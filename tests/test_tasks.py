@@ -526,7 +526,7 @@ def test_a_registered_reader_is_picked_by_load_suite(tsv_reader, tmp_path):
 def test_readers_are_registered_once_in_order():
     from hypergen.tasks import readers, register_reader
 
-    assert [r.name for r in readers()][:3] == ["bigbench", "jsonl", "sni"]
+    assert [r.name for r in readers()][:4] == ["bigbench", "jsonl", "sni", "openai_evals"]
     with pytest.raises(HypergenError, match="'jsonl' is already registered"):
         register_reader("jsonl", is_tsv, load_tsv, describes="another jsonl")
 
@@ -540,8 +540,8 @@ def test_core_imports_no_reader():
     tree = ast.parse(Path(core.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    reader_modules = {r.load.__module__.rsplit(".", 1)[-1] for r in readers()}  # bigbench, jsonl, sni
-    assert reader_modules == {"bigbench", "jsonl", "sni"}
+    reader_modules = {r.load.__module__.rsplit(".", 1)[-1] for r in readers()}  # bigbench, jsonl, sni, openai_evals
+    assert reader_modules == {"bigbench", "jsonl", "sni", "openai_evals"}
     assert not {m.rsplit(".", 1)[-1] for m in imported} & reader_modules
 
 

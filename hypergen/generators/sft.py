@@ -8,7 +8,8 @@ examples by hypergen.rowlora. The loss is the answer-token cross-entropy, a mean
 answer tokens and then over rows (Text-to-LoRA's SFT objective), plus the family's own extra terms.
 
 Where the tasks come from (TrainConfig.tasks, see hypergen.tasks.sft_data): the zoo experts' tasks, or
-every task of a descriptions file or of a suite, with no expert needed. Rows are drawn family first
+every task of a descriptions file or of a suite, with no expert needed, and those of a second suite
+(TrainConfig.extra_suite, e.g. the OpenAI evals). Rows are drawn family first
 (then task, description, examples), so the two families with ~250 subtasks each do not fill every
 batch. The draw for step s is a function of (seed, rank, s) alone: a run resumed after SIGKILL draws
 exactly what the uninterrupted one would have. A share of the rows (TrainConfig.sft_prompt_description)

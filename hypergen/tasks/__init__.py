@@ -1,7 +1,8 @@
-"""Tasks: loading (BIG-bench, Super-NaturalInstructions, our JSONL, or any registered reader), prompts, metrics and splits."""
+"""Tasks: loading (BIG-bench, Super-NaturalInstructions, our JSONL, the OpenAI evals, or any registered reader), prompts, metrics and splits."""
 
 # Importing a reader registers it with load_suite; the order here is the order formats are tried.
-from . import bigbench, jsonl, openai_evals, sni  # noqa: F401
+from . import bigbench, jsonl, sni  # noqa: F401
+from . import openai_evals  # noqa: F401  (last: it takes only the evals wheel)
 from .bigbench import bigbench_root, fetch_bigbench
 from .core import Instance, Reader, Task, TaskSuite, load_suite, readers, register_reader
 from .metrics import exact_match, macro_average, normalize_answer, rouge_l

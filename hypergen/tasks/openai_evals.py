@@ -7,8 +7,9 @@ not Git LFS pointers as in the repository). A sample is {"input": [chat messages
 Includes and FuzzyMatch: their `ideal` is the answer), and only zero-shot samples: system messages and
 one user message, no assistant turn and no demonstration (a system message named `example_user`).
 
-Most of these evals carry their instruction in a system message shared by every sample ("Given a word,
-say whether it is an existing Afrikaans word. Answer Y or N."): that is the task's description, and the
+Most of these evals carry their instruction in a system message shared by every sample ("You will be
+prompted with a single word. Does this word exist in the Afrikaans language? Answer with exactly one
+letter: Y or N."): that is the task's description, and the
 user message alone is the input, as a hypergen user writes the task in the description and gives plain
 inputs. Where the system message differs from sample to sample it is part of the input.
 
@@ -103,6 +104,8 @@ def registry(path: Path) -> dict[str, dict]:
 def load_openai_evals(path: str | Path) -> TaskSuite:
     """A lazy suite of the wheel's exact-answer evals."""
     path = Path(path)
+    if not path.is_file():
+        raise HypergenError(f"No OpenAI evals wheel at {path}: run `hypergen data fetch openai_evals` (pip downloads it, 46 MB).")
     entries = registry(path)
     if not entries:
         raise HypergenError(f"{path}: no exact-answer evals in its registry.")
