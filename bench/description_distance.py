@@ -23,7 +23,6 @@ import argparse
 import json
 import statistics
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +32,7 @@ from common import machine
 
 from hypergen import api
 from hypergen.eval.stats import family
+from hypergen.text import one_line_for_long_descriptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,16 +93,9 @@ def main(argv=None) -> dict:
     texts = [d["text"] for ds in data["tasks"].values() for d in ds]
     heldout = {t: ds[0]["text"] for t, ds in data["heldout"].items()}
     enc = api.encoder("minilm")
-    with torch.no_grad(), warnings.catch_warnings(record=True) as long:  # one line for all, not one per description
-        warnings.simplefilter("always")
+    with torch.no_grad(), one_line_for_long_descriptions():
         train = torch.nn.functional.normalize(enc.encode(texts), dim=-1)
         held = torch.nn.functional.normalize(enc.encode(list(heldout.values())), dim=-1)
-    for w in long:
-        if "the encoder reads the first" not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    cut = sum("the encoder reads the first" in str(w.message) for w in long)
-    if cut:
-        print(f"{cut} descriptions are longer than the encoder's window; it reads the start of each", file=sys.stderr)
 
     fams = [family(n) for n in names]
     record = {"machine": machine(), "command": "bench/description_distance.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -7,11 +7,13 @@ positive cosine, so similarity-based code behaves sensibly without a real model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -19,6 +21,28 @@ import torch
 from hypergen.errors import HypergenError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LONG = "the encoder reads the first"
+"""In the warning for a description longer than the encoder's window."""
+
+
+@contextlib.contextmanager
+def one_line_for_long_descriptions() -> Iterator[None]:
+    """Inside, the encoder's warning for each too-long description is held back and counted, then said in one
+    line on stderr (embedding thousands of training descriptions would print one each); other warnings pass."""
+    seen: list = []
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when the body raises: what it warned is still said
+        cut = sum(LONG in str(w.message) for w in seen)
+        for w in seen:
+            if LONG not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if cut:
+            many = "descriptions are" if cut > 1 else "description is"
+            print(f"{cut} {many} longer than the encoder's window; it reads the start of each.", file=sys.stderr, flush=True)
 
 
 @runtime_checkable
@@ -56,7 +80,7 @@ class MiniLMEncoder:
         for t in texts:
             n = len(tok(t, add_special_tokens=True)["input_ids"])
             if n > self.max_tokens:
-                warnings.warn(f"Description is {n} tokens; the encoder reads the first {self.max_tokens} and ignores the rest.", stacklevel=2)
+                warnings.warn(f"Description is {n} tokens; {LONG} {self.max_tokens} and ignores the rest.", stacklevel=2)
         with torch.inference_mode():
             emb = self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
         return emb.float().cpu()

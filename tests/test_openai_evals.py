@@ -135,3 +135,21 @@ def test_committed_file_has_8_descriptions_a_task_and_nothing_held_out():
     assert not [n for n in got if near_family(n.split("/", 1)[0], held) or near_family(n.split("/", 1)[0].removeprefix("oai_"), held)]
     evals = {norm_text(d.text) for ds in load_eval_descriptions().values() for d in ds}
     assert not [d.text for ds in got.values() for d in ds if norm_text(d.text) in evals]
+
+
+def test_long_description_warnings_become_one_line(capsys):
+    """Preparing ~10,000 descriptions (many of the OpenAI evals' instructions are longer than MiniLM's window)
+    says so once, not once per description; any other warning still reaches the caller."""
+    import warnings
+
+    from hypergen.text import LONG, one_line_for_long_descriptions
+
+    with pytest.warns(DeprecationWarning, match="other"), one_line_for_long_descriptions():
+        for n in (300, 400, 500):
+            warnings.warn(f"Description is {n} tokens; {LONG} 256 and ignores the rest.", stacklevel=1)
+        warnings.warn("other", DeprecationWarning, stacklevel=1)
+    assert capsys.readouterr().err == "3 descriptions are longer than the encoder's window; it reads the start of each.\n"
+    with pytest.raises(ValueError), one_line_for_long_descriptions():
+        warnings.warn(f"Description is 300 tokens; {LONG} 256.", stacklevel=1)
+        raise ValueError("the body failed")
+    assert capsys.readouterr().err.startswith("1 description is longer")

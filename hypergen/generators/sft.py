@@ -213,12 +213,13 @@ def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
     else:
 
         def build() -> Prepared:
-            from hypergen.text import load_encoder
+            from hypergen.text import load_encoder, one_line_for_long_descriptions
 
             sources, small = _described_sources(cfg)
             split_families(sources, n_val, cfg.seed)  # a bad --val-families fails before the slow part
             enc = encoder if encoder is not None else load_encoder(enc_name)
-            return _tokenised(sources, small, resident.tokenizer, cfg, lambda s: enc.encode(s.descriptions).float())
+            with one_line_for_long_descriptions():
+                return _tokenised(sources, small, resident.tokenizer, cfg, lambda s: enc.encode(s.descriptions).float())
 
         prep = cached(cache_path(cache_key(cfg, resident, enc_name)), build)
         index = {n: i for i, n in enumerate(bank.names)}  # the cache knows no bank: experts are found here
