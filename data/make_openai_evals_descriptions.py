@@ -15,27 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
-import statistics
 import sys
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_descriptions, beside this file
 
-from make_descriptions import TARGET, TRAIN_MIN_EXAMPLES, _and, _answers, answer_form, dedupe, dumps, first_sentence, input_kind  # noqa: E402
+from make_descriptions import TARGET, TRAIN_MIN_EXAMPLES, _and, _answers, answer_form, dedupe, dumps, first_sentence, input_kind, pick_examples  # noqa: E402
 
 from hypergen.errors import HypergenError  # noqa: E402
 from hypergen.tasks import load_split, load_suite  # noqa: E402
 from hypergen.tasks.core import Task, clean_text, join_sentences, label_sentence, norm_text  # noqa: E402
 from hypergen.tasks.descriptions import VERSION, load_eval_descriptions  # noqa: E402
 from hypergen.tasks.openai_evals import VERSION as EVALS_VERSION, default_path, read_samples, shared_instruction  # noqa: E402
-from hypergen.tasks.split import SplitCriteria, near_family  # noqa: E402
+from hypergen.tasks.split import SplitCriteria, TaskStats, near_family  # noqa: E402
 
 SHINGLE = 8
 """Words in a run shared with a held-out input that marks an eval as built from the same data."""
-EXAMPLE_INPUT_WORDS, EXAMPLE_TARGET_WORDS = 12, 8
 
 
 def title(task: Task) -> str:
@@ -44,25 +41,11 @@ def title(task: Task) -> str:
     return words[:1].upper() + words[1:]
 
 
-def _cut(text: str, n: int) -> str:
-    words = clean_text(text).split()
-    return " ".join(words[:n]) + (" ..." if len(words) > n else "")
-
-
-def examples(task: Task, k: int = 3) -> list[tuple[str, str]]:
-    """k short (input, answer) pairs, in a seeded order, cut to a few words."""
-    pool = random.Random(f"describe:{task.name}").sample(task.instances, min(len(task.instances), 200))
-    pairs = [(clean_text(i.input), clean_text(i.targets[0])) for i in pool]
-    short = [p for p in pairs if len(p[0].split()) <= EXAMPLE_INPUT_WORDS and len(p[1].split()) <= EXAMPLE_TARGET_WORDS]
-    chosen = (short + [p for p in pairs if p not in short])[:k]
-    return [(_cut(i, EXAMPLE_INPUT_WORDS), _cut(o, EXAMPLE_TARGET_WORDS)) for i, o in chosen]
-
-
 def describe(task: Task, own: str, instruction: str) -> list[tuple[str, str]]:
     """(source, text) candidates, most informative first (data/README.md, "OpenAI evals")."""
     name = title(task)
     gist = join_sentences(first_sentence(own or instruction))
-    pairs = examples(task, k=5)
+    pairs = pick_examples(task.name, {}, task, None, k=5)  # no BIG-bench fields: no context to strip
     last = re.split(r"(?<=[.!?])\s+", instruction.strip())[-1] if instruction else ""
     labels = label_sentence(task.instances)
     out = [("reader", task.description), ("own", own), ("instruction", instruction)]
@@ -73,7 +56,8 @@ def describe(task: Task, own: str, instruction: str) -> list[tuple[str, str]]:
     if labels:
         out.append(("labels", join_sentences(gist, labels)))
     else:
-        out.append(("gist_format", join_sentences(gist, f"{answer_form(task)[:1].upper()}{answer_form(task)[1:]}.")))
+        form = answer_form(task)
+        out.append(("gist_format", join_sentences(gist, f"{form[:1].upper()}{form[1:]}.")))
     if pairs:
         out.append(("example", f"{name}, e.g. {pairs[0][0]} -> {pairs[0][1]}"))
     if len(pairs) >= 3:
@@ -109,7 +93,7 @@ def heldout_shingles(split) -> dict[str, str]:
 def build(wheel: Path, split) -> dict:
     from hypergen.tasks.openai_evals import registry
 
-    crit = SplitCriteria()
+    crit = SplitCriteria(min_examples=TRAIN_MIN_EXAMPLES)  # the split's limits, a generator's minimum size
     entries = registry(wheel)
     suite = load_suite(wheel)
     held = {n.split("/", 1)[0] for n in split.heldout}
@@ -124,16 +108,14 @@ def build(wheel: Path, split) -> dict:
         except HypergenError:
             excluded[name] = "no zero-shot samples, or nothing says what it asks"
             continue
-        family = name.split("/", 1)[0]
-        words = [len(i.input.split()) for i in task.instances]
-        why = ""
-        if near_family(family, held) or near_family(family.removeprefix("oai_"), held):
+        stats, why = TaskStats.of(task), ""
+        if near_family(task.family, held) or near_family(task.family.removeprefix("oai_"), held):
             why = "related by name to a held-out BIG-bench family"
-        elif len(task.instances) < TRAIN_MIN_EXAMPLES:
-            why = f"{len(task.instances)} usable samples (< {TRAIN_MIN_EXAMPLES})"
-        elif statistics.median(words) > crit.max_median_input_words or statistics.median(len(i.input) for i in task.instances) > crit.max_median_input_chars:
+        elif stats.size < crit.min_examples:
+            why = f"{stats.size} usable samples (< {crit.min_examples})"
+        elif stats.median_input_words > crit.max_median_input_words or stats.median_input_chars > crit.max_median_input_chars:
             why = "long inputs (the split's median limits)"
-        elif statistics.median(len(i.targets[0].split()) for i in task.instances) > crit.max_median_target_words:
+        elif stats.median_target_words > crit.max_median_target_words:
             why = "long answers (the split's median limit)"
         else:
             hits = {held_runs[s] for i in task.instances for s in shingles(i.input) if s in held_runs}
@@ -157,7 +139,7 @@ def build(wheel: Path, split) -> dict:
     return {
         "version": VERSION,
         "source": f"evals=={EVALS_VERSION} (PyPI wheel), hypergen.tasks.openai_evals",
-        "criteria": {"min_examples": TRAIN_MIN_EXAMPLES, "descriptions": TARGET, "shingle_words": SHINGLE,
+        "criteria": {"min_examples": crit.min_examples, "descriptions": TARGET, "shingle_words": SHINGLE,
                      "max_median_input_words": crit.max_median_input_words, "max_median_input_chars": crit.max_median_input_chars,
                      "max_median_target_words": crit.max_median_target_words},
         "counts": counts,
