@@ -16,7 +16,7 @@ from hypergen.data import answer_loss, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.generators import ExpertBank, build
 from hypergen.generators.sft import TrainBatches, batch_examples, prepare_sft, rows_nll, sft_step, val_batches
-from hypergen.generators.train import RUN_ONLY, LitGenerator, TrainConfig, export_run, run_folder, train_generator
+from hypergen.generators.train import LR_FLOOR, RUN_ONLY, LitGenerator, TrainConfig, export_run, lr_factor, run_folder, train_generator
 from hypergen.text import FakeEncoder
 
 
@@ -387,6 +387,28 @@ def test_the_share_and_max_tasks_are_part_of_the_run_identity(sft, tiny_bank, tm
     assert run_folder(g, sft_cfg(sft_prompt_description=1.0), tmp_path / "o", sft_data=sft) not in (folder, run_folder(g, sft_cfg(sft_prompt_description=0.5), tmp_path / "o", sft_data=sft))
     assert run_folder(g, sft_cfg(max_tasks=None), tmp_path / "o", sft_data=sft) == folder  # the default: runs from before the field keep theirs
     assert run_folder(g, sft_cfg(max_tasks=50), tmp_path / "o", sft_data=sft) != folder  # even where it keeps every task
+
+
+def test_lr_decay_is_a_cosine_to_the_floor_after_the_warm_up(sft, tiny_bank, tmp_path):
+    """--lr-decay N: warm-up as before, then a cosine from lr to LR_FLOOR * lr over N steps, then flat; the
+    optimiser Lightning gets follows it; it is part of the run's identity (0, the default, is not)."""
+    f = [lr_factor(s, warmup=2, decay=4) for s in range(9)]
+    assert f[:2] == [0.5, 1.0] and f[2] == 1.0 and f[4] == pytest.approx((1 + LR_FLOOR) / 2) and f[6:] == [LR_FLOOR] * 3
+    assert all(a > b for a, b in zip(f[2:6], f[3:7]))  # falls every step of the decay
+    assert [lr_factor(s, warmup=3, decay=0) for s in range(5)] == [1 / 3, 2 / 3, 1.0, 1.0, 1.0]  # without it: the old warm-up
+    g = build("t2l", tiny_bank, hidden=32)
+    opt = LitGenerator(g, sft_cfg(lr=1e-2, warmup=1, lr_decay=2), None, sft).configure_optimizers()
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt["optimizer"].param_groups[0]["lr"])
+        opt["optimizer"].step()
+        opt["lr_scheduler"]["scheduler"].step()
+    assert lrs == pytest.approx([1e-2, 1e-2, 1e-2 * (1 + LR_FLOOR) / 2, 1e-2 * LR_FLOOR])
+    folder = run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft)
+    assert run_folder(g, sft_cfg(lr_decay=0), tmp_path / "o", sft_data=sft) == folder
+    assert run_folder(g, sft_cfg(lr_decay=100), tmp_path / "o", sft_data=sft) != folder
+    with pytest.raises(HypergenError, match="--lr-decay"):
+        TrainConfig(lr_decay=-1)
 
 
 def test_export_writes_the_best_checkpoint_without_training(tiny_zoo, tiny_path, tmp_path, monkeypatch):

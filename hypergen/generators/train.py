@@ -19,10 +19,12 @@ checkpoint so far becomes a generator folder without training (export_run, `hype
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +50,9 @@ class TrainConfig:
     the generator never saw. devices / strategy / num_nodes / accelerator: passed to the Lightning
     Trainer. logger: wandb (offline unless WANDB_MODE=online), csv or none. progress: show a progress bar.
     warmup: steps of linear learning-rate warm-up (a T2L-style hypernetwork diverges without it).
+    lr_decay: steps of cosine decay after the warm-up, from lr down to LR_FLOOR of it, where it then stays
+    (0 = a constant lr after the warm-up, as the shipped t2l was trained). Unlike steps it is part of the
+    run's identity: a run extended past it continues at the floor.
     bf16: bf16 autocast when training on CUDA (ignored on CPU).
     tasks: where sft rows come from: "zoo" (the experts' tasks), "descriptions" (every task of the
     descriptions file, read from task_suite) or "suite" (every task of task_suite; each needs
@@ -93,6 +98,7 @@ class TrainConfig:
     logger: Literal["wandb", "csv", "none"] = "wandb"
     progress: bool = True
     warmup: int = 0
+    lr_decay: int = 0
     bf16: bool = False
     tasks: Literal["zoo", "descriptions", "suite"] = "zoo"
     task_suite: str = "bigbench"
@@ -115,8 +121,8 @@ class TrainConfig:
             raise HypergenError(f"--objective must be recon or sft; got {self.objective!r}.")
         if self.tasks not in ("zoo", "descriptions", "suite"):
             raise HypergenError(f"--tasks must be zoo, descriptions or suite; got {self.tasks!r}.")
-        if self.warmup < 0 or (self.val_families is not None and self.val_families < 0):
-            raise HypergenError(f"--warmup and --val-families must be >= 0; got {self.warmup}, {self.val_families}.")
+        if self.warmup < 0 or self.lr_decay < 0 or (self.val_families is not None and self.val_families < 0):
+            raise HypergenError(f"--warmup, --lr-decay and --val-families must be >= 0; got {self.warmup}, {self.lr_decay}, {self.val_families}.")
         if not (self.lr >= 0 and self.weight_decay >= 0):  # lr 0 trains nothing, on purpose (a warm start's check)
             raise HypergenError(f"--lr and --weight-decay must be >= 0; got {self.lr}, {self.weight_decay}.")
         for k in ("steps", "batch_size", "devices", "num_nodes", "ckpt_every", "log_every", "val_every", "min_examples", "sft_examples", "sft_max_train"):
@@ -137,12 +143,27 @@ class TrainConfig:
         self.val_experts = tuple(self.val_experts)
 
 
+LR_FLOOR = 0.1
+"""Where TrainConfig.lr_decay ends, as a share of lr: a run extended past the decay still learns."""
+
+
+def lr_factor(step: int, *, warmup: int, decay: int) -> float:
+    """The learning rate's multiplier at optimiser step `step`: linear warm-up over `warmup` steps, then a
+    cosine from 1 to LR_FLOOR over `decay` steps (0: none), then LR_FLOOR."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not decay:
+        return 1.0
+    t = min(1.0, (step - warmup) / decay)
+    return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 # how long, how often and where a run goes, not what it learns: changing these continues the same run
 RUN_ONLY = ("steps", "ckpt_every", "log_every", "val_every", "progress", "logger", "accelerator", "bf16")
 # fields added after runs were started, at the value that does what those runs did: left out of the
 # identity at that value, so those runs keep their folder (resume, --export); any other value is another run.
 # (Runs started before RUN_ONLY existed, 2026-11-30, hashed every field: resume those with that commit.)
-ADDED = {"sft_prompt_description": 0.0, "max_tasks": None, "contrast": 0.0, "contrast_margin": 0.5, "extra_suite": "", "extra_descriptions": ""}
+ADDED = {"lr_decay": 0, "sft_prompt_description": 0.0, "max_tasks": None, "contrast": 0.0, "contrast_margin": 0.5, "extra_suite": "", "extra_descriptions": ""}
 
 
 def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> Path:
@@ -235,10 +256,10 @@ class LitGenerator(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.generator.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        if not self.cfg.warmup:
+        if not (self.cfg.warmup or self.cfg.lr_decay):
             return opt
-        warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.cfg.warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": warm, "interval": "step"}}
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, warmup=self.cfg.warmup, decay=self.cfg.lr_decay))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class _BestCheckpoint(pl.callbacks.ModelCheckpoint):
