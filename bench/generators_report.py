@@ -27,20 +27,28 @@ from hypergen.generators import ExpertBank, build, load_generator
 BASELINES = ("nearest", "mix", "lego")
 
 
-def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None, step: int | None = None) -> str:
+def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None, step: int | None = None, last: bool = False) -> str:
     """The `hypergen train` command that made a generator. An exported sft checkpoint (step: the step it was
-    taken at) says so: its run's --steps only bounded how far the run could go (the learning rate does not
-    depend on it), and the last command of a stopped run may have named another number."""
+    taken at; last: its run's last checkpoint rather than its best on validation) says so: its run's --steps
+    only bounded how far the run could go (--lr-decay, not --steps, shapes the learning rate), and the last
+    command of a stopped run may have named another number."""
     parts = [f"hypergen train {name}", f"--objective {train['objective']}", f"--steps {train['steps']}", f"--batch-size {train['batch_size']}", f"--lr {train['lr']}"]
     if train.get("tasks", "zoo") != "zoo":  # trained on described tasks (the Makefile's SFT_RUN), not on the zoo
-        parts += [f"--tasks {train['tasks']}", f"--sft-examples {train['sft_examples']}", f"--warmup {train['warmup']}", f"--val-every {train['val_every']}", "--export"]
+        parts += [f"--tasks {train['tasks']}", f"--sft-examples {train['sft_examples']}", f"--warmup {train['warmup']}", f"--val-every {train['val_every']}"]
+        if train.get("extra_suite"):
+            parts.append(f"--extra-suite {train['extra_suite']}")
+        if train.get("lr_decay"):
+            parts.append(f"--lr-decay {train['lr_decay']}")
+        parts += ["--export", "--export-last"] if last else ["--export"]
     elif zoo:
         parts.append(f"--zoo {zoo}")
     parts += [f"--val-experts {v}" for v in train.get("val_experts", [])]
     if init:
         parts.append(f"--init {init}")
     text = " ".join(parts + [f"--out {out}"]).replace(str(Path.home()), "~")
-    return f"`{text}` (exported: step {step}, the run's best on validation)" if step else f"`{text}`"
+    if not step:
+        return f"`{text}`"
+    return f"`{text}` (exported: step {step}, the run's {'last' if last else 'best on validation'})"
 
 
 def main() -> None:
@@ -68,7 +76,8 @@ def main() -> None:
             lines.append(f"- `{name}` (warm start): {command(name, warm['train'], None, init, warm.get('zoo'))}")
         elif init:
             lines.append(f"- `{name}` (warm start): its `--init` folder {init.replace(str(Path.home()), '~')} is not on this machine: the Makefile's rebuild-zoo-generators makes it")
-        lines.append(f"- `{name}`: {command(name, train, init, str(folder), summary.get('zoo'), summary.get('step'))}")
+        last = summary.get("step") is not None and summary.get("val_nll") is None  # export_run: no validation score = its last checkpoint
+        lines.append(f"- `{name}`: {command(name, train, init, str(folder), summary.get('zoo'), summary.get('step'), last)}")
         val = list(train.get("val_experts", []))
         if not val:
             continue

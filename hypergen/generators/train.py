@@ -50,9 +50,9 @@ class TrainConfig:
     the generator never saw. devices / strategy / num_nodes / accelerator: passed to the Lightning
     Trainer. logger: wandb (offline unless WANDB_MODE=online), csv or none. progress: show a progress bar.
     warmup: steps of linear learning-rate warm-up (a T2L-style hypernetwork diverges without it).
-    lr_decay: steps of cosine decay after the warm-up, from lr down to LR_FLOOR of it, where it then stays
-    (0 = a constant lr after the warm-up, as the shipped t2l was trained). Unlike steps it is part of the
-    run's identity: a run extended past it continues at the floor.
+    lr_decay: steps of cosine decay after the warm-up, from lr down to a tenth of it (LR_FLOOR), where it
+    then stays (0 = a constant lr after the warm-up, as every run before 2026-12-02). Unlike steps it is
+    part of the run's identity: a run extended past it continues at the floor.
     bf16: bf16 autocast when training on CUDA (ignored on CPU).
     tasks: where sft rows come from: "zoo" (the experts' tasks), "descriptions" (every task of the
     descriptions file, read from task_suite) or "suite" (every task of task_suite; each needs
