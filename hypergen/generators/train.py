@@ -68,8 +68,8 @@ class TrainConfig:
     validation puts it in the same share of its fixed rows, so compare runs of different shares with
     `hypergen eval`, not by their validation NLL.
     extra_suite: a second task suite whose described tasks train too ("openai_evals": the OpenAI evals
-    wheel, hypergen.tasks.openai_evals), beside those of `descriptions` ("" = none, as the shipped t2l was
-    trained). extra_descriptions: its descriptions file ("" = data/descriptions/<extra_suite>.json).
+    wheel, hypergen.tasks.openai_evals), beside those of `descriptions` ("" = none; the shipped t2l
+    trained with "openai_evals"). extra_descriptions: its descriptions file ("" = data/descriptions/<extra_suite>.json).
     Held-out BIG-bench families are refused in it as in the first.
     max_tasks: train on this many of the training tasks (None = all): a subset drawn by seed after the
     validation families are set apart, nested (a smaller max_tasks keeps a subset of a larger one's tasks),
