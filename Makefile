@@ -82,5 +82,5 @@ rebuild-sft-generators: install  ## t2l and its fair baseline mtlora through the
 
 rebuild-results: install  ## the held-out and seen evaluations behind the README's tables
 	$(H) eval --split heldout --out docs/results/heldout
-	$(H) eval --split heldout --out docs/results/heldout --long-budget 32  # adds ROUGE-L at 32 new tokens (seed 0), reusing the rows above
-	$(H) eval --split seen --limit 8 --out docs/results/seen
+	$(H) eval --split heldout --out docs/results/heldout --long-budget 32 --prune  # adds ROUGE-L at 32 new tokens (seed 0), reusing the rows above; drops rows of older generators
+	$(H) eval --split seen --limit 8 --out docs/results/seen --prune

@@ -42,6 +42,15 @@ def test_a_changed_instance_count_scores_new_rows_instead_of_reusing_old_ones(ti
     assert n == 8  # the old rows stay in the file, unused
     again = run(tiny_zoo, tiny_path, out, *methods, instances=8)
     assert again.exit_code == 0 and len(rows_of(out)) == n and json.loads(again.stdout)["methods"] == s["methods"]
+    # --prune drops those 4 and keeps the rows of a method this run does not score
+    assert run(tiny_zoo, tiny_path, out, "--methods", "mix", "--no-controls", instances=8).exit_code == 0
+    pruned = run(tiny_zoo, tiny_path, out, *methods, "--prune", instances=8)
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.stdout)["stale"] == {**s["stale"], "pruned": True}
+    assert sorted((x["method"], x["n"]) for x in rows_of(out)) == sorted([(m, 8) for m in ("base", "nearest", "mix")] + [(m, 7) for m in ("base", "nearest", "mix")])
+    assert "they are removed from it (--prune)" in (out / "report.md").read_text()
+    after = run(tiny_zoo, tiny_path, out, *methods, "--prune", instances=8)
+    assert after.exit_code == 0 and json.loads(after.stdout)["stale"]["rows"] == 0 and json.loads(after.stdout)["methods"] == s["methods"]
 
 
 def test_a_results_folder_without_row_keys_is_refused_with_how_to_start_fresh(tiny_zoo, tiny_path, tmp_path):

@@ -79,6 +79,10 @@ class EvalConfig:
     long_budget: also answer the generation tasks with up to this many new tokens whatever the reference's
     length (seed 0, no controls; a separate ROUGE-L column), to see what the short budget cuts off (a
     multiple-choice task is scored on its options, which no budget cuts). None: skip.
+    prune: drop the stale rows from results.jsonl when the run ends: rows of this run's tasks, methods,
+    seeds and budgets made with other settings (a retrained generator, another zoo); the report counts
+    them either way. Rows of other tasks or methods, and the long-budget rows of a run without
+    --long-budget, stay.
     calibration_samples: adapters ABMLL samples for each multiple-choice task of the split, whose
     averaged option probabilities (the Bayesian model average) give its calibration.
     max_options: a multiple-choice question with more options is scored among its correct option(s) and
@@ -108,6 +112,7 @@ class EvalConfig:
     encoder: str = "minilm"
     max_new_tokens: int = 16
     long_budget: int | None = None
+    prune: bool = False
     calibration_samples: int = 4
     max_options: int = 16
     bootstrap: int = 2000
@@ -306,6 +311,14 @@ def _read_rows(rows_path: Path) -> list[dict]:
     return rows
 
 
+def _prune(rows_path: Path, drop: set[str]) -> None:
+    """Rewrite results.jsonl without the rows whose key digest is in drop (through a temporary file: a kill leaves the old one)."""
+    kept = [line for line in rows_path.read_text().splitlines() if line.strip() and digest(json.loads(line)["key"]) not in drop]
+    tmp = rows_path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(rows_path)
+
+
 def _changed(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
@@ -404,6 +417,9 @@ def run(cfg: EvalConfig, progress: bool = True) -> dict:
     calib = calibration(cfg, tasks, rows, out, keys) if "abmll" in cfg.methods and cfg.split != "seen" else {}
     summary = summarize(rows, cfg, calib)
     summary["stale"] = {"rows": len(stale), "changed": sorted({k for r in stale for k in _changed(r["key"], current[(r["task"], r["method"], r["seed"], r.get("long", False))])})}
+    if cfg.prune and stale:
+        _prune(rows_path, {digest(r["key"]) for r in stale})
+        summary["stale"]["pruned"] = True
     taken = [j for j, _ in wanted if j.method.name == ORACLE and j.et.task.name in recorded]
     summary["recorded_oracle"] = {"rows": len(taken), "tasks": len({j.et.task.name for j in taken}), "no_long": no_long}
     summary["scoring_minutes"] = round(sum(r["seconds"] for r in rows) / 60, 1)  # repeats count 0

@@ -139,8 +139,10 @@ def report_markdown(summary: dict, cfg, examples: list[dict] | None = None) -> s
                   "those rows and their experts are not here (`hypergen zoo build --oracle` builds them)."]
     stale = summary.get("stale") or {}
     if stale.get("rows"):
-        lines += ["", f"results.jsonl also holds {stale['rows']} rows of these tasks, methods and seeds made with other settings "
-                  f"(changed: {', '.join(stale['changed'])}); they are not used here."]
+        held = "held" if stale.get("pruned") else "also holds"
+        gone = "removed from it (--prune)" if stale.get("pruned") else "not used here (--prune removes them)"
+        lines += ["", f"results.jsonl {held} {stale['rows']} rows of these tasks, methods and seeds made with other settings "
+                  f"(changed: {', '.join(stale['changed'])}); they are {gone}."]
     if "families" in summary:
         lines += [""] + headline(summary)
     lines += [
