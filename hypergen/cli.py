@@ -241,8 +241,17 @@ def train():
 
     @_friendly
     @typed(cfg=Fields(TrainConfig, exclude=("progress",)), kw=Fields(api.train, exclude=("cfg",), rename=PATHS))
-    def train(generator: Annotated[str, typer.Argument(help="The family to train (`hypergen generators` lists them).")], cfg, kw, as_json: JSON = False):
-        summary = api.train(generator, replace(cfg, progress=not as_json), **kw)
+    def train(
+        generator: Annotated[str, typer.Argument(help="The family to train (`hypergen generators` lists them).")],
+        cfg,
+        kw,
+        settings: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="a setting of the family's own config (e.g. --set noise=0.5 for t2l); repeatable; part of the run's identity.")] = None,
+        as_json: JSON = False,
+    ):
+        from hypergen.generators import get_family
+
+        family = get_family(generator).Config.parse(settings or [], family=generator)
+        summary = api.train(generator, replace(cfg, progress=not as_json), **kw, **family)
         if summary["global_rank"] != 0:
             return  # under ddp every rank runs this command; rank 0 reports
         if as_json:

@@ -147,6 +147,20 @@ def test_given_options_reach_the_nested_config(monkeypatch):
     assert (cfg.methods, cfg.tasks, cfg.controls) == (("base",), ("x",), False)
 
 
+def test_set_gives_the_family_its_own_settings_typed_and_refuses_what_it_cannot_read(monkeypatch):
+    from hypergen import api
+
+    trained = captured(monkeypatch, api, "train", {"global_rank": 1})
+    assert run("train", "t2l", "--set", "noise=0.5", "--set", "hidden=64", "--set", "head-scale=0.25").exit_code == 0
+    assert trained[0][1] == {"noise": 0.5, "hidden": 64, "head_scale": 0.25}
+    assert trained[0][0][0] == "t2l"
+    for bad, said in [("noise", "KEY=VALUE"), ("width=3", "no setting 'width'"), ("hidden=0.5", "not a whole number"), ("noise=lots", "not a number")]:
+        r = run("train", "t2l", "--set", bad)
+        assert r.exit_code == 1 and said in r.stderr, (bad, r.stderr)
+    assert len(trained) == 1  # nothing bad reached the api
+    assert "its settings: top_k, temperature, seed, hidden" in run("train", "t2l", "--set", "width=3").stderr
+
+
 def test_the_reports_command_reruns_the_same_evaluation(monkeypatch):
     """report.command quotes every setting that differs from its default: run through the CLI, it gives the
     same EvalConfig (a --tasks run quoted as the whole split's command was a different run)."""
