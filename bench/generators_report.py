@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_section
 
 from hypergen import api
-from hypergen.generators import ExpertBank, build, load_generator
+from hypergen.generators import ExpertBank, build, get_family, load_generator
 
 BASELINES = ("nearest", "mix", "lego")
 
 
-def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None, step: int | None = None, last: bool = False) -> str:
+def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None, step: int | None = None, last: bool = False, config: dict | None = None) -> str:
     """The `hypergen train` command that made a generator. An exported sft checkpoint (step: the step it was
     taken at; last: its run's last checkpoint rather than its best on validation) says so: its run's --steps
     only bounded how far the run could go (--lr-decay, not --steps, shapes the learning rate), and the last
@@ -43,6 +43,9 @@ def command(name: str, train: dict, init: str | None, out: str, zoo: str | None 
     elif zoo:
         parts.append(f"--zoo {zoo}")
     parts += [f"--val-experts {v}" for v in train.get("val_experts", [])]
+    if config and not init:  # the family's own settings that differ from its defaults (--set)
+        defaults = get_family(name).Config().to_dict()
+        parts += [f"--set {k}={v}" for k, v in config.items() if k in defaults and v != defaults[k]]
     if init:
         parts.append(f"--init {init}")
     text = " ".join(parts + [f"--out {out}"]).replace(str(Path.home()), "~")
@@ -77,7 +80,7 @@ def main() -> None:
         elif init:
             lines.append(f"- `{name}` (warm start): its `--init` folder {init.replace(str(Path.home()), '~')} is not on this machine: the Makefile's rebuild-zoo-generators makes it")
         last = summary.get("step") is not None and summary.get("val_nll") is None  # export_run: no validation score = its last checkpoint
-        lines.append(f"- `{name}`: {command(name, train, init, str(folder), summary.get('zoo'), summary.get('step'), last)}")
+        lines.append(f"- `{name}`: {command(name, train, init, str(folder), summary.get('zoo'), summary.get('step'), last, meta.get('config'))}")
         val = list(train.get("val_experts", []))
         if not val:
             continue
