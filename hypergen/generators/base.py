@@ -60,29 +60,32 @@ class GeneratorConfig:
     def parse(cls, pairs: list[str], *, family: str) -> dict:
         """{field: value} from the command line's KEY=VALUE strings (`hypergen train t2l --set noise=0.5`),
         each value read as its field's type; an unknown field or an unreadable value is refused."""
-        kinds = {f.name: type(f.default) for f in fields(cls) if f.default is not MISSING}
+        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
         out = {}
         for pair in pairs:
             key, sep, text = pair.partition("=")
             key = key.strip().replace("-", "_")
             if not sep or not key:
                 raise HypergenError(f"--set takes KEY=VALUE, e.g. --set noise=0.5; got {pair!r}.")
-            if key not in kinds:
-                raise HypergenError(f"The {family} family has no setting {key!r}; its settings: {', '.join(kinds)}.")
-            kind = kinds[key]
-            if kind not in (bool, int, float, str):
+            if key not in defaults:
+                raise HypergenError(f"The {family} family has no setting {key!r}; its settings: {', '.join(defaults)}.")
+            kind = type(defaults[key])
+            if kind not in _READERS:
                 raise HypergenError(f"--set {key}: the {family} family's {key} is not a number, a flag or a text; set it from Python (api.train).")
             try:
-                if kind is bool:
-                    if text.lower() not in ("true", "false", "1", "0"):
-                        raise ValueError
-                    out[key] = text.lower() in ("true", "1")
-                else:
-                    out[key] = kind(text)
-            except ValueError:
-                wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
-                raise HypergenError(f"--set {key}: {text!r} is not {wanted} (its default is {cls.__dataclass_fields__[key].default!r}).") from None
+                out[key] = _READERS[kind][0](text)
+            except (ValueError, KeyError):
+                raise HypergenError(f"--set {key}: {text!r} is not {_READERS[kind][1]} (its default is {defaults[key]!r}).") from None
         return out
+
+
+# --set's readers: the type of a config field's default -> (read the text, what it must be)
+_READERS = {
+    bool: (lambda t: {"true": True, "1": True, "false": False, "0": False}[t.lower()], "true or false"),
+    int: (int, "a whole number"),
+    float: (float, "a number"),
+    str: (str, "text"),
+}
 
 
 class Generator(nn.Module):
