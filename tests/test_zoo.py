@@ -282,6 +282,18 @@ def test_zoo_report_names_every_expert_and_the_losers(tiny_zoo, tmp_path):
         assert f"- `{name}`:" in text
 
 
+def test_zoo_report_lists_experts_by_name_whatever_the_build_order(tiny_zoo, tmp_path, monkeypatch):
+    """A zoo built in resumed pieces records its experts in build order; its page must not depend on that."""
+    from hypergen.zoo.report import write_report
+    from hypergen.zoo.store import Zoo
+
+    built = Zoo.records
+    monkeypatch.setattr(Zoo, "records", lambda self: built(self)[::-1])
+    text = write_report(tiny_zoo, tmp_path / "zoo.md").read_text()
+    rows = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ") and not line.startswith("| expert ")]
+    assert rows == sorted(tiny_zoo.names()) and len(rows) == len(tiny_zoo) > 1
+
+
 def test_zoo_report_quotes_its_own_command(tiny_zoo, tmp_path, monkeypatch):
     """The page names the file it was written to and the zoo without the user's home folder (an oracle zoo's page is not docs/zoo.md)."""
     from hypergen.zoo.report import write_report

@@ -42,7 +42,7 @@ COMMAND = "hypergen zoo build --limit 60 --steps 100"  # what builds the default
 
 
 def zoo_report(zoo: Zoo, title: str = TITLE, command: str = "", out: str | Path = "docs/zoo.md") -> str:
-    recs = zoo.records()
+    recs = sorted(zoo.records(), key=lambda r: r.name)  # by name: a zoo built in resumed pieces gives the same page
     families = {r.family for r in recs}
     better = [r for r in recs if r.gain > 0]
     gains = [r.gain for r in recs]
