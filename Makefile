@@ -46,9 +46,10 @@ ORACLE_TITLE := The oracle zoo: experts trained on the held-out tasks (the evalu
 ZOO_TRAIN := --lr 0.001 --zoo $(ZOO_BUILD) --val-experts tense --val-experts disambiguation_qa --val-experts unit_conversion/different_systems --val-experts operators
 # t2l and its fair baseline mtlora (same rows, steps and schedule) on the described tasks of BIG-bench
 # (data/descriptions/bigbench.json) and of the OpenAI evals (data/descriptions/openai_evals.json): the learning rate
-# decays to a tenth by step 400, where the run stops, and --export-last writes that last step (shipped 2026-12-02;
-# docs/generators.md, "A decayed learning rate"). A stopped run continues with the same command.
-SFT_RUN := --objective sft --tasks descriptions --extra-suite openai_evals --steps 400 --lr-decay 380 --batch-size 8 --sft-examples 1 --lr 3e-4 --warmup 20 --val-every 100 --logger csv --ckpt-every 50
+# decays to a tenth by step 400, where the run stops, and --export-last writes that last step; every training prompt
+# also holds the row's description, the mode the default serves (shipped 2026-12-02; docs/generators.md, "A decayed
+# learning rate" and "The description in every training prompt"). A stopped run continues with the same command.
+SFT_RUN := --objective sft --tasks descriptions --extra-suite openai_evals --steps 400 --lr-decay 380 --batch-size 8 --sft-examples 1 --lr 3e-4 --warmup 20 --val-every 100 --logger csv --ckpt-every 50 --sft-prompt-description 1.0
 
 rebuild: rebuild-zoo rebuild-generators rebuild-results  ## every shipped artifact and published number, in order
 

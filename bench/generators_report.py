@@ -39,6 +39,8 @@ def command(name: str, train: dict, init: str | None, out: str, zoo: str | None 
             parts.append(f"--extra-suite {train['extra_suite']}")
         if train.get("lr_decay"):
             parts.append(f"--lr-decay {train['lr_decay']}")
+        if train.get("sft_prompt_description"):
+            parts.append(f"--sft-prompt-description {train['sft_prompt_description']}")
         parts += ["--export", "--export-last"] if last else ["--export"]
     elif zoo:
         parts.append(f"--zoo {zoo}")
