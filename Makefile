@@ -44,7 +44,7 @@ H := $(BIN)/hypergen
 ORACLE_TITLE := The oracle zoo: experts trained on the held-out tasks (the evaluation's upper reference; not shipped)
 # the 4 zoo experts held out of the zoo-trained generators to measure them (docs/generators.md)
 ZOO_TRAIN := --lr 0.001 --zoo $(ZOO_BUILD) --val-experts tense --val-experts disambiguation_qa --val-experts unit_conversion/different_systems --val-experts operators
-# t2l and its fair baseline mtlora (same rows, steps and schedule) on the described tasks of BIG-bench
+# t2l and its fair baseline mtlora (same rows, prompts, steps and schedule) on the described tasks of BIG-bench
 # (data/descriptions/bigbench.json) and of the OpenAI evals (data/descriptions/openai_evals.json): the learning rate
 # decays to a tenth by step 400, where the run stops, and --export-last writes that last step; every training prompt
 # also holds the row's description, the mode the default serves (shipped 2026-12-02; docs/generators.md, "A decayed
