@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,8 +24,11 @@ from common import machine, write_section
 
 from hypergen import api
 from hypergen.generators import ExpertBank, build, get_family, load_generator
+from hypergen.generators.train import TrainConfig
 
 BASELINES = ("nearest", "mix", "lego")
+# training settings left out of the commands: shown already, or how the run was logged, checkpointed or spread
+QUIET = {"objective", "steps", "batch_size", "lr", "val_experts", "progress", "logger", "ckpt_every", "log_every", "devices", "strategy", "num_nodes", "accelerator", "bf16"}
 
 
 def command(name: str, train: dict, init: str | None, out: str, zoo: str | None = None, step: int | None = None, last: bool = False, config: dict | None = None) -> str:
@@ -33,14 +37,10 @@ def command(name: str, train: dict, init: str | None, out: str, zoo: str | None 
     only bounded how far the run could go (--lr-decay, not --steps, shapes the learning rate), and the last
     command of a stopped run may have named another number."""
     parts = [f"hypergen train {name}", f"--objective {train['objective']}", f"--steps {train['steps']}", f"--batch-size {train['batch_size']}", f"--lr {train['lr']}"]
+    # every other training setting that differs from TrainConfig's default (QUIET aside)
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    parts += [f"--{k.replace('_', '-')} {v}" for k, v in train.items() if k in defaults and k not in QUIET and v != defaults[k]]
     if train.get("tasks", "zoo") != "zoo":  # trained on described tasks (the Makefile's SFT_RUN), not on the zoo
-        parts += [f"--tasks {train['tasks']}", f"--sft-examples {train['sft_examples']}", f"--warmup {train['warmup']}", f"--val-every {train['val_every']}"]
-        if train.get("extra_suite"):
-            parts.append(f"--extra-suite {train['extra_suite']}")
-        if train.get("lr_decay"):
-            parts.append(f"--lr-decay {train['lr_decay']}")
-        if train.get("sft_prompt_description"):
-            parts.append(f"--sft-prompt-description {train['sft_prompt_description']}")
         parts += ["--export", "--export-last"] if last else ["--export"]
     elif zoo:
         parts.append(f"--zoo {zoo}")
