@@ -71,15 +71,14 @@ rebuild-zoo-generators: install  ## sg, icm, abmll from the zoo in the cache (af
 
 rebuild-sft-generators: install  ## t2l and its fair baseline mtlora through the base on the described training tasks, packed into generators/; no zoo needed
 	$(H) data fetch openai_evals
-	$(H) train t2l $(SFT_RUN)
-	$(H) train t2l $(SFT_RUN) --export --export-last
-	rm -rf generators/t2l && $(H) generator-pack $(CACHE)/generators/t2l generators/t2l
-	$(H) train mtlora $(SFT_RUN)
-	$(H) train mtlora $(SFT_RUN) --export --export-last
-	rm -rf generators/mtlora && $(H) generator-pack $(CACHE)/generators/mtlora generators/mtlora
-	# the unpacked exports would shadow the packed ones (api.checkpoint_path): the eval scores what ships
-	rm -rf $(CACHE)/generators/t2l.fp32 $(CACHE)/generators/mtlora.fp32
-	mv $(CACHE)/generators/t2l $(CACHE)/generators/t2l.fp32 && mv $(CACHE)/generators/mtlora $(CACHE)/generators/mtlora.fp32
+	# trained and exported beside, not under the family's own name: a checkpoint at $(CACHE)/generators/t2l would
+	# shadow the shipped one (api.checkpoint_path), and the eval must score what ships. --out is not part of a run.
+	$(H) train t2l $(SFT_RUN) --out $(CACHE)/generators/t2l.fp32
+	$(H) train t2l $(SFT_RUN) --export --export-last --out $(CACHE)/generators/t2l.fp32
+	rm -rf generators/t2l && $(H) generator-pack $(CACHE)/generators/t2l.fp32 generators/t2l
+	$(H) train mtlora $(SFT_RUN) --out $(CACHE)/generators/mtlora.fp32
+	$(H) train mtlora $(SFT_RUN) --export --export-last --out $(CACHE)/generators/mtlora.fp32
+	rm -rf generators/mtlora && $(H) generator-pack $(CACHE)/generators/mtlora.fp32 generators/mtlora
 
 rebuild-results: install  ## the held-out and seen evaluations behind the README's tables
 	$(H) eval --split heldout --out docs/results/heldout

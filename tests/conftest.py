@@ -24,6 +24,13 @@ from hypergen.lora import LoraWeights
 from hypergen.text import FakeEncoder
 
 
+@pytest.fixture(autouse=True)
+def own_runs_folder(tmp_path_factory, monkeypatch):
+    """Each test trains into a runs folder of its own: a run's identity leaves out where its generator is
+    written, so two tests training the same config would otherwise share (and resume) one run."""
+    monkeypatch.setenv("HYPERGEN_RUNS", str(tmp_path_factory.mktemp("runs")))
+
+
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
     from hypergen.testing import make_tiny_llama

@@ -389,6 +389,29 @@ def test_the_share_and_max_tasks_are_part_of_the_run_identity(sft, tiny_bank, tm
     assert run_folder(g, sft_cfg(max_tasks=50), tmp_path / "o", sft_data=sft) != folder  # even where it keeps every task
 
 
+def test_where_the_generator_is_written_is_not_part_of_the_run(sft, tiny_bank, tmp_path):
+    """--out only says where the trained generator goes. A run folder named the way runs were named before
+    2026-12-02 (the destination in the key) is still found while the run has no folder of the new kind."""
+    import hashlib
+    from dataclasses import asdict
+
+    from hypergen import paths
+    from hypergen.generators.train import ADDED
+
+    g = build("t2l", tiny_bank, hidden=32)
+    folder = run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft)
+    assert run_folder(g, sft_cfg(), tmp_path / "elsewhere", sft_data=sft) == folder
+    learns = {k: v for k, v in asdict(sft_cfg()).items() if k not in RUN_ONLY and not (k in ADDED and v == ADDED[k])}
+    shapes = {k: list(v.shape) for k, v in g.state_for_save().items()}
+    old_key = json.dumps([g.family, g.config.to_dict(), learns, g.bank.names, str((tmp_path / "o").resolve()), shapes, sft.fingerprint], sort_keys=True, default=str)
+    legacy = paths.runs_dir() / "generators" / f"t2l-{hashlib.sha1(old_key.encode()).hexdigest()[:10]}" / "ckpt"
+    legacy.mkdir(parents=True)
+    assert run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft) == legacy  # resumes and exports the old run
+    assert run_folder(g, sft_cfg(), tmp_path / "elsewhere", sft_data=sft) == folder  # its destination was "o"
+    folder.mkdir(parents=True)
+    assert run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft) == folder  # a run of the new kind comes first
+
+
 def test_lr_decay_is_a_cosine_to_the_floor_after_the_warm_up(sft, tiny_bank, tmp_path):
     """--lr-decay N: warm-up as before, then a cosine from lr to LR_FLOOR * lr over N steps, then flat; the
     optimiser Lightning gets follows it; it is part of the run's identity (0, the default, is not)."""
@@ -444,6 +467,9 @@ def test_export_writes_the_best_checkpoint_without_training(tiny_zoo, tiny_path,
     assert final["exported_from"].endswith("last.ckpt") and final["step"] == last["global_step"] == 4 and final["val_nll"] is None
     saved = load_file(str(tmp_path / "t2l" / "generator.safetensors"))
     assert all(torch.equal(v, last["state_dict"][f"generator.{k}"].half()) for k, v in saved.items())
+    # another --out is the same run: the export finds it and writes there
+    moved = api.train("t2l", cfg, out=tmp_path / "elsewhere", export=True, export_last=True, **common)
+    assert moved["exported_from"] == final["exported_from"] and (tmp_path / "elsewhere" / "generator.safetensors").is_file()
     with pytest.raises(HypergenError, match="--export-last goes with --export"):
         api.train("t2l", cfg, out=tmp_path / "t2l", export_last=True, **common)
     with pytest.raises(HypergenError, match="No checkpoint to export"):

@@ -168,15 +168,24 @@ ADDED = {"lr_decay": 0, "sft_prompt_description": 0.0, "max_tasks": None, "contr
 
 def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None) -> Path:
     """The folder of this run's resumable checkpoints: the same family config, training config (less
-    RUN_ONLY), experts, destination, tensor shapes and sft tasks resume; anything else is another run."""
+    RUN_ONLY), experts, tensor shapes and sft tasks resume; anything else is another run. Where the
+    trained generator is written (`out`) is not part of it, so `--export --out DIR` finds a run trained
+    without --out. A run started before 2026-12-02 was keyed with its `out` as well: its folder is still
+    found when this run has none of its own."""
     import hashlib
 
     shapes = {k: list(v.shape) for k, v in generator.state_for_save().items()}  # a code change that alters shapes starts afresh
     learns = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY and not (k in ADDED and v == ADDED[k])}
     data_key = sft_data.fingerprint if sft_data is not None else None  # other sft tasks: another run
-    key = json.dumps([generator.family, generator.config.to_dict(), learns, generator.bank.names, str(Path(out).resolve()), shapes, data_key], sort_keys=True, default=str)
-    run_id = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return paths.runs_dir() / "generators" / f"{run_name or generator.family}-{run_id}" / "ckpt"
+    parts = [generator.family, generator.config.to_dict(), learns, generator.bank.names, shapes, data_key]
+    root = paths.runs_dir() / "generators"
+
+    def folder(key: list) -> Path:
+        run_id = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return root / f"{run_name or generator.family}-{run_id}" / "ckpt"
+
+    legacy = folder(parts[:4] + [str(Path(out).resolve())] + parts[4:])
+    return legacy if legacy.is_dir() and not folder(parts).is_dir() else folder(parts)
 
 
 class LitGenerator(pl.LightningModule):
