@@ -562,7 +562,11 @@ def train(
             raise HypergenError(f"--init keeps the config saved in {init}; drop {sorted(family_config)}.")
         gen = load_generator(init, b, family=name, base_model=b.meta.get("base_model"))
     else:
-        gen = build(name, b, **family_config)
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # the init is a function of cfg.seed, not of what loading the models drew before
+            torch.manual_seed(cfg.seed)
+            gen = build(name, b, **family_config)
     sft = None
     if cfg.objective == "sft":
         from hypergen.generators.sft import prepare_sft

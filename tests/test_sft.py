@@ -308,6 +308,26 @@ def test_contrast_is_part_of_the_run_identity_and_trains(sft, tiny_bank, tmp_pat
     assert all(h["loss"] == pytest.approx(h["nll"] + h["contrast"], abs=1e-5) for h in logged)
 
 
+def test_a_run_starts_from_weights_its_seed_decides(tiny_zoo, tmp_path, monkeypatch):
+    """TrainConfig.seed seeds the initial weights: two runs of one config start alike even when the process
+    drew random numbers in between (loading the encoder and the base can), and another seed starts elsewhere."""
+    from safetensors.torch import load_file
+
+    from hypergen import api
+
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "home"))
+    cfg = TrainConfig(steps=1, batch_size=4, lr=0.0, logger="none", progress=False)  # lr 0: the saved weights are the initial ones
+    common = {"zoo_path": str(tiny_zoo.root), "encoder_name": "fake"}
+    api.train("icm", cfg, out=tmp_path / "a", **common)
+    torch.rand(1000)
+    monkeypatch.setenv("HYPERGEN_RUNS", str(tmp_path / "runs-b"))  # a second run, not a resume of the first
+    api.train("icm", cfg, out=tmp_path / "b", **common)
+    api.train("icm", replace(cfg, seed=1), out=tmp_path / "c", **common)
+    a, b, c = (load_file(str(tmp_path / x / "generator.safetensors")) for x in "abc")
+    assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_api_train_warm_starts_from_a_saved_checkpoint(tiny_zoo, tiny_path, tmp_path, monkeypatch):
     """recon, then sft from that checkpoint (--init): with lr 0 the sft run must keep the recon weights."""
     from safetensors.torch import load_file
