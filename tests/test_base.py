@@ -150,7 +150,8 @@ def test_cuda_swap_and_answer(tiny_path):
     assert res.answer(["hello"], max_new_tokens=4) == base
 
 
-def test_tests_keep_training_runs_out_of_the_user_cache():
+def test_tests_keep_training_runs_out_of_the_user_cache(tmp_path_factory):
+    """Each test trains in a runs folder of its own under pytest's temporary folder (conftest.own_runs_folder)."""
     from hypergen import paths
 
-    assert paths.runs_dir() != paths.home() / "runs" and "hypergen-test-runs-" in str(paths.runs_dir())
+    assert paths.runs_dir() != paths.home() / "runs" and paths.runs_dir().is_relative_to(tmp_path_factory.getbasetemp())
