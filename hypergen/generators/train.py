@@ -184,8 +184,9 @@ def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_d
         run_id = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return root / f"{run_name or generator.family}-{run_id}" / "ckpt"
 
-    legacy = folder(parts[:4] + [str(Path(out).resolve())] + parts[4:])
-    return legacy if legacy.is_dir() and not folder(parts).is_dir() else folder(parts)
+    legacy = folder([*parts[:4], str(Path(out).resolve()), shapes, data_key])  # the key until 2026-12-02: the destination sat before the shapes
+    new = folder(parts)
+    return legacy if legacy.is_dir() and not new.is_dir() else new
 
 
 class LitGenerator(pl.LightningModule):
