@@ -526,6 +526,7 @@ def train(
     init: str | Path | None = None,
     export: bool = False,
     export_last: bool = False,
+    prepared: str | Path | None = None,
     **family_config,
 ) -> dict:
     """Train a generator family on the zoo (TrainConfig `cfg`) and write its checkpoint; returns the
@@ -540,7 +541,9 @@ def train(
     export: train nothing; write the generator folder from the run's best checkpoint so far (its last
     without validation), e.g. after a long run was stopped. Give the run's own arguments; settings that
     only say how long it runs (such as --steps) may differ. export_last: with export, the run's last
-    checkpoint instead of its best on validation.
+    checkpoint instead of its best on validation. prepared: with --objective sft, a prepared-tasks file to
+    train on as is (the path the run printed after "Prepared tasks:"), without the task files it was read from,
+    e.g. one carried to a lent GPU; refused if made for another base, encoder or task settings.
     """
     from hypergen.generators import ExpertBank, build, get_family, load_generator
     from hypergen.generators.train import TrainConfig, export_run, train_generator
@@ -571,7 +574,9 @@ def train(
     if cfg.objective == "sft":
         from hypergen.generators.sft import prepare_sft
 
-        sft = prepare_sft(b, z, resident(base, device), cfg, encoder=encoder(encoder_name))
+        sft = prepare_sft(b, z, resident(base, device), cfg, encoder=encoder(encoder_name), prepared=prepared)
+    elif prepared is not None:
+        raise HypergenError("--prepared holds the tasks of an sft run: it goes with --objective sft.")
     out = Path(out) if out else generators_dir() / name
     run_name = name
     if init is not None:  # a warm-started run never resumes a cold one's checkpoints (or vice versa)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hypergen.generators import sft as sft_mod
+from hypergen.errors import HypergenError
 from hypergen.generators.sft import cache_key, prepare_sft
 from hypergen.generators.train import TrainConfig
 from hypergen.paths import REPO_ROOT
@@ -120,3 +121,64 @@ def test_an_unreadable_cache_file_is_rebuilt(inputs, tiny_bank, tiny_zoo, reside
     path.write_bytes(path.read_bytes()[:100])  # what a crash mid-write would leave without the rename
     assert_same(prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder()), fresh)
     assert_same(prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=Missed()), fresh)  # and written again
+
+
+def test_a_prepared_file_trains_as_is_without_the_files_it_was_made_from(inputs, tiny_bank, tiny_zoo, resident, tmp_path):
+    """--prepared FILE (e.g. carried to a lent GPU): the suite, the descriptions file and the cache are not needed."""
+    fresh = prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    (made,) = inputs.cache.iterdir()
+    carried = shutil.move(made, tmp_path / "carried.pt")
+    inputs.suite.unlink()
+    Path(inputs.descriptions).unlink()
+    assert_same(prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=Missed(), prepared=carried), fresh)
+    assert not inputs.cache.exists() or not any(inputs.cache.iterdir())  # used where it lies, nothing rebuilt
+
+
+def edited(path: Path, edit) -> Path:
+    data = torch.load(path, weights_only=True)
+    edit(data)
+    torch.save(data, path)
+    return path
+
+
+@pytest.mark.parametrize("what", ["base", "encoder", "settings", "second suite"])
+def test_a_prepared_file_made_for_another_run_is_refused_naming_both(inputs, tiny_bank, tiny_zoo, resident, what):
+    prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    (made,) = inputs.cache.iterdir()
+    kw = {}
+    if what == "base":
+        edited(made, lambda d: d["inputs"]["tokenizer"].update(base="other-base"))
+        theirs, ours = "'other-base'", repr(resident.name)
+    elif what == "encoder":
+        edited(made, lambda d: d["inputs"].update(encoder="all-MiniLM-L6-v2"))
+        theirs, ours = "'all-MiniLM-L6-v2'", "'fake'"
+    elif what == "settings":
+        kw, theirs, ours = {"sft_max_tokens": 80}, "'sft_max_tokens': 96", "'sft_max_tokens': 80"
+    else:
+        kw, theirs, ours = {"extra_suite": "openai_evals"}, "None", "['openai_evals', '']"
+    with pytest.raises(HypergenError, match=f"prepared with {what}") as e:
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, **kw), encoder=FakeEncoder(), prepared=made)
+    assert theirs in str(e.value) and ours in str(e.value)
+
+
+def test_a_prepared_file_that_cannot_be_used_is_refused_clearly(inputs, tiny_bank, tiny_zoo, resident, tmp_path):
+    with pytest.raises(HypergenError, match="No prepared-tasks file"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder(), prepared=tmp_path / "nothing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(HypergenError, match="not a readable prepared-tasks file"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder(), prepared=tmp_path / "junk.pt")
+    prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder())
+    (made,) = inputs.cache.iterdir()
+    with pytest.raises(HypergenError, match="before prepared-tasks files recorded their inputs"):  # as the caches made before 2026-12-02
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs), encoder=FakeEncoder(), prepared=edited(made, lambda d: d.pop("inputs")))
+    with pytest.raises(HypergenError, match="zoo's tasks are read from the zoo"):
+        prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, tasks="zoo"), encoder=FakeEncoder(), prepared=made)
+
+
+def test_train_takes_a_prepared_file_only_for_the_sft_objective(tiny_zoo, tmp_path):
+    from hypergen import api
+
+    with pytest.raises(HypergenError, match="goes with --objective sft"):
+        api.train("t2l", TrainConfig(steps=1, logger="none", progress=False), zoo_path=str(tiny_zoo.root), out=tmp_path / "g",
+                  encoder_name="fake", prepared=tmp_path / "x.pt")
+    assert not (tmp_path / "g").exists()

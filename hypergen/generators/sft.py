@@ -193,12 +193,13 @@ def _tokenised(sources, small: int, tok, cfg, embed) -> Prepared:
     return Prepared(tasks, counts["trunc"], counts["skip"], small)
 
 
-def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
+def prepare_sft(bank, zoo, resident, cfg, *, encoder=None, prepared: str | Path | None = None) -> SftData:
     """Read, divide and tokenise the training tasks (cfg.tasks), embed their descriptions, choose the
     validation families (cfg.val_families), then keep cfg.max_tasks of the rest (first_tasks). The
     resident's base is frozen: only the generator trains.
     encoder: the description encoder (default: the bank's, by name) for tasks that are not zoo experts.
-    The tasks of a descriptions file or suite come from the on-disk cache when their inputs are unchanged."""
+    The tasks of a descriptions file or suite come from the on-disk cache when their inputs are unchanged.
+    prepared: a prepared-tasks file to use as is instead (prepared_as_is), e.g. carried to another machine."""
     from hypergen.tasks.sft_data import split_families
 
     require_same_base(bank.meta.get("base_model"), resident.name, f"The zoo at {bank.meta.get('zoo')}")
@@ -206,6 +207,8 @@ def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
     if bank.meta.get("encoder") and enc_name != bank.meta["encoder"]:
         raise HypergenError(f"The descriptions would be embedded with {enc_name!r} but the generator's bank uses {bank.meta['encoder']!r}: use one encoder.")
     n_val = cfg.val_families if cfg.val_families is not None else (0 if cfg.tasks == "zoo" else 4)
+    if prepared is not None and cfg.tasks == "zoo":
+        raise HypergenError("A prepared-tasks file (--prepared) holds the tasks of --tasks descriptions or suite; the zoo's tasks are read from the zoo.")
     if cfg.tasks == "zoo":  # 60 tasks at most, embedded already: not worth a cache
         sources, small = _zoo_sources(bank, zoo, cfg)
         split_families(sources, n_val, cfg.seed)  # a bad --val-families fails before the tokenising
@@ -221,7 +224,11 @@ def prepare_sft(bank, zoo, resident, cfg, *, encoder=None) -> SftData:
             with one_line_for_long_descriptions():
                 return _tokenised(sources, small, resident.tokenizer, cfg, lambda s: enc.encode(s.descriptions).float())
 
-        prep = cached(cache_path(cache_key(cfg, resident, enc_name)), build)
+        if prepared is not None:
+            prep = prepared_as_is(prepared, cfg, resident, enc_name)
+        else:
+            inputs = cache_inputs(cfg, resident, enc_name)
+            prep = cached(cache_path(cache_key(cfg, resident, enc_name)), build, inputs)
         index = {n: i for i, n in enumerate(bank.names)}  # the cache knows no bank: experts are found here
         for t in prep.tasks:
             t.expert = index.get(t.name, -1)
@@ -276,28 +283,65 @@ def _tokenizer_stamp(resident) -> dict:
     return {"base": resident.name, "files": {p.name: _sha1_file(p) for p in files}, "vocab": len(tok), "chat_template": tok.chat_template}
 
 
-def cache_key(cfg, resident, encoder_name: str) -> str:
-    """A hash of every input of the cached part of prepare_sft: the descriptions file's content, the suite
+def cache_inputs(cfg, resident, encoder_name: str, *, stamps: bool = True) -> dict:
+    """Every input of the cached part of prepare_sft: the descriptions file's content, the suite
     (`_suite_stamp`), the split file's content (BIG-bench), the tokenizer, the encoder's name, the
-    TrainConfig fields in PREPARE_FIELDS, the code in CODE_FILES and CACHE_VERSION."""
+    TrainConfig fields in PREPARE_FIELDS, the code in CODE_FILES and CACHE_VERSION. stamps=False leaves out
+    what is read from files (the part a file used as is, `prepared_as_is`, need not match)."""
     from hypergen.tasks.descriptions import DEFAULT_PATH
     from hypergen.tasks.split import DEFAULT_PATH as SPLIT_PATH
 
-    key = {
-        "version": CACHE_VERSION,
-        "config": {k: getattr(cfg, k) for k in PREPARE_FIELDS},
-        "descriptions": _sha1_file(Path(cfg.descriptions or DEFAULT_PATH).expanduser()),
-        "suite": _suite_stamp(cfg.task_suite),
-        "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
-        "tokenizer": _tokenizer_stamp(resident),
-        **({"extra": {"suite": _suite_stamp(cfg.extra_suite), "descriptions": _sha1_file(extra_descriptions_path(cfg)),
-                      "config": [cfg.extra_suite, cfg.extra_descriptions], "code": _sha1_file(Path(__file__).parents[1] / "tasks/openai_evals.py")}}
-           if cfg.extra_suite else {}),
-        "encoder": encoder_name,
-        # the code that reads, frames and tokenises the tasks: an edit there rebuilds, no version bump needed
-        "code": {f: _sha1_file(Path(__file__).parents[1] / f) for f in CODE_FILES},
-    }
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    extra = {"config": [cfg.extra_suite, cfg.extra_descriptions]}
+    if stamps:
+        key = {
+            "descriptions": _sha1_file(Path(cfg.descriptions or DEFAULT_PATH).expanduser()),
+            "suite": _suite_stamp(cfg.task_suite),
+            "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
+            # the code that reads, frames and tokenises the tasks: an edit there rebuilds, no version bump needed
+            "code": {f: _sha1_file(Path(__file__).parents[1] / f) for f in CODE_FILES},
+        }
+        extra |= {"suite": _suite_stamp(cfg.extra_suite), "descriptions": _sha1_file(extra_descriptions_path(cfg)),
+                  "code": _sha1_file(Path(__file__).parents[1] / "tasks/openai_evals.py")} if cfg.extra_suite else {}
+    else:
+        key = {}
+    return {"version": CACHE_VERSION, "config": {k: getattr(cfg, k) for k in PREPARE_FIELDS}, "tokenizer": _tokenizer_stamp(resident),
+            **({"extra": extra} if cfg.extra_suite else {}), "encoder": encoder_name, **key}
+
+
+def cache_key(cfg, resident, encoder_name: str) -> str:
+    """A hash of cache_inputs: the name of the prepared tasks' file in the cache."""
+    return hashlib.sha1(json.dumps(cache_inputs(cfg, resident, encoder_name), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _must_match(inputs: dict) -> dict:
+    """The inputs a file used as is must share with the run: base, tokenizer, encoder and the preparing settings."""
+    tok = inputs["tokenizer"]
+    return {"base": tok["base"], "tokenizer (vocabulary size, chat template)": [tok["vocab"], tok["chat_template"]],
+            "encoder": inputs["encoder"], "settings": inputs["config"], "second suite": (inputs.get("extra") or {}).get("config")}
+
+
+def prepared_as_is(path: Path, cfg, resident, encoder_name: str) -> Prepared:
+    """The prepared tasks in a file a run made (the cache's <key>.pt, whose path prepare_sft prints), used as
+    they are: the task files, descriptions files and code they were read with need not be on this machine
+    (e.g. a file carried to a lent GPU). Refused when it was made for another base, tokenizer, encoder or
+    preparing settings (PREPARE_FIELDS, the second suite), naming both."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise HypergenError(f"No prepared-tasks file at {path}: a run with --tasks descriptions or suite prints the path of the one it made.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise HypergenError(f"{path} is not a readable prepared-tasks file ({type(e).__name__}).") from None
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        raise HypergenError(f"{path} is not a prepared-tasks file of this version ({CACHE_VERSION}); make it again with the run's own command.")
+    if "inputs" not in data:
+        raise HypergenError(f"{path} was made before prepared-tasks files recorded their inputs (2026-12-02): delete it and run the same "
+                            "`hypergen train` command once to make it again (~7 min for the shipped recipe).")
+    got, want = _must_match(data["inputs"]), _must_match(cache_inputs(cfg, resident, encoder_name, stamps=False))
+    for what in want:
+        if got[what] != want[what]:
+            raise HypergenError(f"{path} was prepared with {what} {got[what]!r}; this run has {want[what]!r}. Use a file made with the run's own settings.")
+    return _prepared(data)
 
 
 def cache_path(key: str) -> Path:
@@ -321,12 +365,13 @@ def _unpack(p: dict[str, torch.Tensor]) -> list[Encoded]:
     return out
 
 
-def _save(path: Path, prep: Prepared) -> None:
-    """Plain tensors, strings and lists (loadable with weights_only=True), written to a temporary file and
-    renamed: a killed writer never leaves a half file under the key."""
+def _save(path: Path, prep: Prepared, inputs: dict) -> None:
+    """Plain tensors, strings and lists (loadable with weights_only=True), with the inputs they were made from
+    (cache_inputs), written to a temporary file and renamed: a killed writer never leaves a half file under the key."""
     tasks = [{"name": t.name, "cond": t.cond, "train": _pack(t.train), "val": _pack(t.val), "descriptions": t.descriptions,
               "train_text": [list(x) for x in t.train_text], "val_text": [list(x) for x in t.val_text]} for t in prep.tasks]
-    data = {"version": CACHE_VERSION, "tasks": tasks, "counts": [prep.n_truncated, prep.n_skipped, prep.n_small]}
+    data = {"version": CACHE_VERSION, "tasks": tasks, "counts": [prep.n_truncated, prep.n_skipped, prep.n_small],
+            "inputs": json.loads(json.dumps(inputs, default=str))}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
@@ -338,15 +383,17 @@ def _save(path: Path, prep: Prepared) -> None:
             os.remove(tmp)
 
 
+def _prepared(data: dict) -> Prepared:
+    tasks = [TaskData(t["name"], t["cond"], _unpack(t["train"]), _unpack(t["val"]), -1, list(t["descriptions"]),
+                      [tuple(x) for x in t["train_text"]], [tuple(x) for x in t["val_text"]]) for t in data["tasks"]]
+    return Prepared(tasks, *data["counts"])
+
+
 def _load(path: Path) -> Prepared | None:
-    """The prepared tasks at `path`, or None when it is missing or unreadable (then it is rebuilt)."""
+    """The prepared tasks at `path`, or None when it is missing, unreadable or of another version (then it is rebuilt)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-        if data.get("version") != CACHE_VERSION:
-            return None
-        tasks = [TaskData(t["name"], t["cond"], _unpack(t["train"]), _unpack(t["val"]), -1, list(t["descriptions"]),
-                          [tuple(x) for x in t["train_text"]], [tuple(x) for x in t["val_text"]]) for t in data["tasks"]]
-        return Prepared(tasks, *data["counts"])
+        return _prepared(data) if data.get("version") == CACHE_VERSION else None
     except FileNotFoundError:
         return None
     except Exception as e:  # a file from a crash or another version: rebuild it, never fail the run
@@ -354,12 +401,13 @@ def _load(path: Path) -> Prepared | None:
         return None
 
 
-def cached(path: Path, build) -> Prepared:
-    """The prepared tasks saved at `path`, or build() saved there."""
+def cached(path: Path, build, inputs: dict) -> Prepared:
+    """The prepared tasks saved at `path`, or build() saved there with its `inputs`."""
     prep = _load(path)
     if prep is None:
         prep = build()
-        _save(path, prep)
+        _save(path, prep, inputs)
+    print(f"Prepared tasks: {path}", file=sys.stderr, flush=True)
     return prep
 
 
