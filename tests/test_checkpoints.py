@@ -191,3 +191,16 @@ def test_a_checkpoint_without_its_weights_or_for_another_alpha_is_refused(tmp_pa
     (tmp_path / "g" / "generator.json").write_text(json.dumps(meta))
     with pytest.raises(HypergenError, match="another LoRA layout"):
         load_generator(tmp_path / "g", bank)
+
+
+def test_each_runs_logs_lie_in_its_own_run_folder(tiny_zoo, tmp_path):
+    """Two runs of one family (other seeds) log beside their own checkpoints, not into one shared folder."""
+    from hypergen import paths
+    from hypergen.generators.train import TrainConfig
+
+    for seed in (0, 1):
+        api.train("sg", TrainConfig(steps=2, batch_size=2, seed=seed, accelerator="cpu", logger="csv", log_every=1, progress=False),
+                  zoo_path=str(tiny_zoo.root), out=tmp_path / f"sg{seed}", encoder_name="fake")
+    logs = sorted(paths.runs_dir().glob("generators/*/version_*/metrics.csv"))
+    assert len(logs) == 2 and len({p.parents[1] for p in logs}) == 2
+    assert all((p.parents[1] / "ckpt" / "last.ckpt").is_file() for p in logs)

@@ -334,7 +334,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision="bf16-mixed" if cfg.bf16 and cfg.accelerator != "cpu" and torch.cuda.is_available() else "32-true",
-        logger=make_logger(_Cfg, run_name or generator.family, "generators"),
+        logger=make_logger(_Cfg, ckpt_dir.parent.name, "generators"),  # runs/generators/<run>/version_N: each run's logs in its folder
         callbacks=[ckpt, *([best] if best else []), *progress_bars(cfg.progress)],
         enable_model_summary=False,
         enable_progress_bar=cfg.progress,
