@@ -6,7 +6,7 @@ EXPORT: a trained generator folder (`hypergen train ... --export --out EXPORT`).
 ones are (`hypergen generator-pack`, int8) into WORK/generators/FAMILY, beside links to the other shipped
 generators, and `hypergen eval --split heldout --recorded-oracle` runs on WORK/eval, a copy of
 docs/results/heldout: the rows of every other method are reused (their keys are unchanged), only FAMILY's are
-scored (its methods, +desc, and the other-task and gibberish controls: ~13 min for t2l, ~6 min for mtlora on
+scored (its methods, +desc, and the other-task and gibberish controls: 13-21 min for t2l, ~6 min for mtlora on
 this 2-core CPU). Resumable: rerun with the same --work. The JSON holds FAMILY's rows of the summary, its
 controls, and issue 17's bar as that evaluation computes it (the default's checks; they move with the candidate
 when it is the default's family or its fair baseline mtlora). Nothing in generators/ or docs/results/heldout changes.
