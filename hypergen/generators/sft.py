@@ -227,8 +227,7 @@ def prepare_sft(bank, zoo, resident, cfg, *, encoder=None, prepared: str | Path 
         if prepared is not None:
             prep = prepared_as_is(prepared, cfg, resident, enc_name)
         else:
-            inputs = cache_inputs(cfg, resident, enc_name)
-            prep = cached(cache_path(cache_key(cfg, resident, enc_name)), build, inputs)
+            prep = cached(cache_inputs(cfg, resident, enc_name), build)
         index = {n: i for i, n in enumerate(bank.names)}  # the cache knows no bank: experts are found here
         for t in prep.tasks:
             t.expert = index.get(t.name, -1)
@@ -287,30 +286,35 @@ def cache_inputs(cfg, resident, encoder_name: str, *, stamps: bool = True) -> di
     """Every input of the cached part of prepare_sft: the descriptions file's content, the suite
     (`_suite_stamp`), the split file's content (BIG-bench), the tokenizer, the encoder's name, the
     TrainConfig fields in PREPARE_FIELDS, the code in CODE_FILES and CACHE_VERSION. stamps=False leaves out
-    what is read from files (the part a file used as is, `prepared_as_is`, need not match)."""
+    what is read from the task files and code (the part a file used as is, `prepared_as_is`, need not match)."""
     from hypergen.tasks.descriptions import DEFAULT_PATH
     from hypergen.tasks.split import DEFAULT_PATH as SPLIT_PATH
 
-    extra = {"config": [cfg.extra_suite, cfg.extra_descriptions]}
-    if stamps:
-        key = {
-            "descriptions": _sha1_file(Path(cfg.descriptions or DEFAULT_PATH).expanduser()),
-            "suite": _suite_stamp(cfg.task_suite),
-            "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
-            # the code that reads, frames and tokenises the tasks: an edit there rebuilds, no version bump needed
-            "code": {f: _sha1_file(Path(__file__).parents[1] / f) for f in CODE_FILES},
-        }
-        extra |= {"suite": _suite_stamp(cfg.extra_suite), "descriptions": _sha1_file(extra_descriptions_path(cfg)),
-                  "code": _sha1_file(Path(__file__).parents[1] / "tasks/openai_evals.py")} if cfg.extra_suite else {}
-    else:
-        key = {}
-    return {"version": CACHE_VERSION, "config": {k: getattr(cfg, k) for k in PREPARE_FIELDS}, "tokenizer": _tokenizer_stamp(resident),
-            **({"extra": extra} if cfg.extra_suite else {}), "encoder": encoder_name, **key}
+    inputs = {"version": CACHE_VERSION, "config": {k: getattr(cfg, k) for k in PREPARE_FIELDS}, "tokenizer": _tokenizer_stamp(resident),
+              "encoder": encoder_name, **({"extra": {"config": [cfg.extra_suite, cfg.extra_descriptions]}} if cfg.extra_suite else {})}
+    if not stamps:
+        return inputs
+    code = Path(__file__).parents[1]
+    inputs |= {
+        "descriptions": _sha1_file(Path(cfg.descriptions or DEFAULT_PATH).expanduser()),
+        "suite": _suite_stamp(cfg.task_suite),
+        "split": _sha1_file(Path(SPLIT_PATH)) if cfg.task_suite == "bigbench" else None,  # as _suite_and_split reads it
+        # the code that reads, frames and tokenises the tasks: an edit there rebuilds, no version bump needed
+        "code": {f: _sha1_file(code / f) for f in CODE_FILES},
+    }
+    if cfg.extra_suite:
+        inputs["extra"] |= {"suite": _suite_stamp(cfg.extra_suite), "descriptions": _sha1_file(extra_descriptions_path(cfg)),
+                            "code": _sha1_file(code / "tasks/openai_evals.py")}
+    return inputs
+
+
+def _digest(inputs: dict) -> str:
+    return hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cache_key(cfg, resident, encoder_name: str) -> str:
     """A hash of cache_inputs: the name of the prepared tasks' file in the cache."""
-    return hashlib.sha1(json.dumps(cache_inputs(cfg, resident, encoder_name), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(cache_inputs(cfg, resident, encoder_name))
 
 
 def _must_match(inputs: dict) -> dict:
@@ -401,8 +405,9 @@ def _load(path: Path) -> Prepared | None:
         return None
 
 
-def cached(path: Path, build, inputs: dict) -> Prepared:
-    """The prepared tasks saved at `path`, or build() saved there with its `inputs`."""
+def cached(inputs: dict, build) -> Prepared:
+    """The prepared tasks saved under the key of `inputs` (cache_inputs), or build() saved there with them."""
+    path = cache_path(_digest(inputs))
     prep = _load(path)
     if prep is None:
         prep = build()
