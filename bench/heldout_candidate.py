@@ -3,7 +3,7 @@
     .venv/bin/python bench/heldout_candidate.py FAMILY EXPORT --label "what it is" --out docs/results/X.json [--work DIR]
 
 EXPORT: a trained generator folder (`hypergen train ... --export --out EXPORT`). It is packed as the shipped
-ones are (`hypergen generator-pack`, int8) into WORK/generators/FAMILY, beside links to the other shipped
+ones are (`hypergen generator-pack`, int8; a packed one is copied as it is) into WORK/generators/FAMILY, beside links to the other shipped
 generators, and `hypergen eval --split heldout --recorded-oracle` runs on WORK/eval, a copy of
 docs/results/heldout: the rows of every other method are reused (their keys are unchanged), only FAMILY's are
 scored (its methods, +desc, and the other-task and gibberish controls: 13-21 min for t2l, ~6 min for mtlora on
@@ -56,7 +56,10 @@ def main() -> None:
         for g in (REPO / "generators").iterdir():
             if g.is_dir() and g.name != args.family and not (gens / g.name).exists():
                 (gens / g.name).symlink_to(g.resolve())
-        api.pack_generator(args.export, gens / args.family)
+        if "packed" in json.loads((args.export / "generator.json").read_text()):  # e.g. a shipped one with another setting
+            shutil.copytree(args.export, gens / args.family)
+        else:
+            api.pack_generator(args.export, gens / args.family)
     cmd = [sys.executable, "-m", "hypergen.cli", "eval", "--split", "heldout", "--out", str(out), "--recorded-oracle", "--json"]
     print(f"{' '.join(cmd)}  (HYPERGEN_GENERATORS={gens})", flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "HYPERGEN_GENERATORS": str(gens)}, stdout=subprocess.DEVNULL)

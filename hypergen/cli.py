@@ -245,7 +245,7 @@ def train():
         generator: Annotated[str, typer.Argument(help="The family to train (`hypergen generators` lists them).")],
         cfg,
         kw,
-        settings: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="a setting of the family's own config (e.g. --set noise=0.5 for t2l); repeatable; part of the run's identity.")] = None,
+        settings: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="a setting of the family's own config (e.g. --set noise=0.5 for t2l); repeatable; part of the run's identity, except serving-only ones (t2l's guidance: with --export, another setting of the same run).")] = None,
         as_json: JSON = False,
     ):
         from hypergen.generators import get_family

@@ -423,7 +423,7 @@ def test_where_the_generator_is_written_is_not_part_of_the_run(sft, tiny_bank, t
     assert run_folder(g, sft_cfg(), tmp_path / "elsewhere", sft_data=sft) == folder
     learns = {k: v for k, v in asdict(sft_cfg()).items() if k not in RUN_ONLY and not (k in ADDED and v == ADDED[k])}
     shapes = {k: list(v.shape) for k, v in g.state_for_save().items()}
-    old_key = json.dumps([g.family, g.config.to_dict(), learns, g.bank.names, str((tmp_path / "o").resolve()), shapes, sft.fingerprint], sort_keys=True, default=str)
+    old_key = json.dumps([g.family, g.config.identity(), learns, g.bank.names, str((tmp_path / "o").resolve()), shapes, sft.fingerprint], sort_keys=True, default=str)
     legacy = paths.runs_dir() / "generators" / f"t2l-{hashlib.sha1(old_key.encode()).hexdigest()[:10]}" / "ckpt"
     legacy.mkdir(parents=True)
     assert run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft) == legacy  # resumes and exports the old run
@@ -490,7 +490,38 @@ def test_export_writes_the_best_checkpoint_without_training(tiny_zoo, tiny_path,
     # another --out is the same run: the export finds it and writes there
     moved = api.train("t2l", cfg, out=tmp_path / "elsewhere", export=True, export_last=True, **common)
     assert moved["exported_from"] == final["exported_from"] and (tmp_path / "elsewhere" / "generator.safetensors").is_file()
+    # a serving setting (t2l's guidance) is not part of the run: the same checkpoint, written with it
+    guided = api.train("t2l", cfg, out=tmp_path / "guided", export=True, export_last=True, **{**common, "guidance": 2.0})
+    assert guided["exported_from"] == final["exported_from"]
+    assert json.loads((tmp_path / "guided" / "generator.json").read_text())["config"]["guidance"] == 2.0
     with pytest.raises(HypergenError, match="--export-last goes with --export"):
         api.train("t2l", cfg, out=tmp_path / "t2l", export_last=True, **common)
     with pytest.raises(HypergenError, match="No checkpoint to export"):
         api.train("t2l", replace(cfg, seed=1), out=tmp_path / "t2l", export=True, **common)
+
+
+def test_guidance_carries_the_adapter_away_from_the_mean_descriptions_at_generation_only(sft, tiny_bank, tmp_path):
+    """t2l's guidance g: generate() makes f(mu) + g (f(e) - f(mu)), mu the mean training description (e = 0);
+    g = 1 is the adapter as trained, g = 0 the same adapter for every description. Training and validation
+    (adapter_for_training) never see it, and it is not part of the run's identity, so `--export --set
+    guidance=G` writes another setting of the same run."""
+    plain = build("t2l", tiny_bank, hidden=32).eval()
+    guided = build("t2l", tiny_bank, hidden=32, guidance=2.5).eval()
+    guided.load_state_dict(plain.state_dict())
+    cond = torch.randn(2, tiny_bank.dim)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        f, mean = plain(cond), plain(plain.cond_mean[None])
+        assert torch.allclose(plain.sample(cond[0], 1, gen).flat[0], f[0], atol=1e-6)  # batch of 1 against 2: rounding only
+        assert torch.allclose(guided.sample(cond[0], 1, gen).flat[0], mean[0] + 2.5 * (f[0] - mean[0]), atol=1e-6)
+        assert not torch.allclose(guided.sample(cond[0], 1, gen).flat, plain.sample(cond[0], 1, gen).flat)
+        assert torch.allclose(guided.adapter_for_training(cond, {})[0], f, atol=1e-6)  # what the sft loss and validation score
+        made = guided.generate(cond[0]).weights  # the path the CLI, the app and the evaluation take
+        assert torch.allclose(guided.layout.flatten(made), mean[0] + 2.5 * (f[0] - mean[0]), atol=1e-6)
+    guided.config.guidance = 0.0
+    with torch.no_grad():
+        assert torch.allclose(guided.sample(cond[0], 1, gen).flat, guided.sample(cond[1], 1, gen).flat, atol=1e-6)
+    assert run_folder(guided, sft_cfg(), tmp_path / "o", sft_data=sft) == run_folder(plain, sft_cfg(), tmp_path / "o", sft_data=sft)
+    assert run_folder(build("t2l", tiny_bank, hidden=64), sft_cfg(), tmp_path / "o", sft_data=sft) != run_folder(plain, sft_cfg(), tmp_path / "o", sft_data=sft)
+    with pytest.raises(HypergenError, match="guidance must be >= 0"):
+        build("t2l", tiny_bank, guidance=-1.0)

@@ -35,6 +35,10 @@ class GeneratorConfig:
     seed: default sampling seed, so `generate` is reproducible.
     """
 
+    # fields that say only how a trained generator generates, not what it learns: left out of the run's
+    # identity (train.run_folder), so `--export --set FIELD=...` writes another setting of the same run
+    SERVE_ONLY: ClassVar[tuple[str, ...]] = ()
+
     top_k: int = 4
     temperature: float = 0.05
     seed: int = 0
@@ -47,6 +51,10 @@ class GeneratorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def identity(self) -> dict:
+        """The fields that decide what training learns: to_dict less SERVE_ONLY."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.SERVE_ONLY}
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "the checkpoint is from another version"):

@@ -17,6 +17,11 @@ repository, "A feasibility run"):
 - Centring and rescaling the embeddings by the training statistics helped.
 - With few tasks a description can act as a task id: embedding dropout and Gaussian noise during
   training (dropout, noise) make nearby descriptions share an adapter.
+Guidance (hypergen's, not the paper's; config.guidance, default 1): at generation only, the adapter is
+carried away from the one the mean training description makes, f(mu) + g (f(e) - f(mu)), as classifier-free
+guidance does for diffusion models: g > 1 weighs what the description adds over the average task more.
+Training and validation never use it; it is set per generator folder (`--export --set guidance=G` writes
+another setting of the same run). docs/generators.md, "Guidance", says what it does on held-out tasks.
 Initialisation: A starts as peft's random A (its head's bias), B near zero, so the first adapter is
 almost the base and B learns from the first step, as an ordinary LoRA does.
 """
@@ -42,16 +47,23 @@ from hypergen.generators.results import Sampled
 class T2LConfig(GeneratorConfig):
     """hidden: trunk width. emb: size of the layer and module embeddings. head_scale: factor on the
     heads' outputs (1/128, see module doc). dropout / noise: embedding dropout rate and std of the
-    Gaussian noise added to the normalised embedding while training (0 turns each off)."""
+    Gaussian noise added to the normalised embedding while training (0 turns each off).
+    guidance: how far generate() carries the adapter from the mean description's, f(mu) + g (f(e) - f(mu))
+    (1 = as trained; serving only, not part of a run's identity: see the module doc)."""
 
     hidden: int = 256
     emb: int = 32
     head_scale: float = 1 / 128
     dropout: float = 0.1
     noise: float = 0.1
+    guidance: float = 1.0
+
+    SERVE_ONLY = ("guidance",)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.guidance < 0:
+            raise HypergenError(f"T2L guidance must be >= 0 (1 = the adapter as trained); got {self.guidance}.")
         if self.hidden < 1 or self.emb < 1:
             raise HypergenError(f"T2L hidden and emb must be >= 1; got {self.hidden}, {self.emb}.")
         if not 0 < self.head_scale <= 1:
@@ -98,7 +110,12 @@ class T2L(Generator):
         return self(cond), {}
 
     def sample(self, cond, n, gen, extra=None):
-        return Sampled(self(cond[None]).expand(n, -1))
+        flat = self(cond[None])
+        g = self.config.guidance
+        if g != 1:  # away from the adapter of the mean training description (e = 0)
+            mean = self(self.cond_mean[None])
+            flat = mean + g * (flat - mean)
+        return Sampled(flat.expand(n, -1))
 
 
 register_generator("t2l", T2LConfig, T2L)

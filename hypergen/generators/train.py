@@ -177,7 +177,7 @@ def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_d
     shapes = {k: list(v.shape) for k, v in generator.state_for_save().items()}  # a code change that alters shapes starts afresh
     learns = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY and not (k in ADDED and v == ADDED[k])}
     data_key = sft_data.fingerprint if sft_data is not None else None  # other sft tasks: another run
-    parts = [generator.family, generator.config.to_dict(), learns, generator.bank.names, shapes, data_key]
+    parts = [generator.family, generator.config.identity(), learns, generator.bank.names, shapes, data_key]
     root = paths.runs_dir() / "generators"
 
     def folder(key: list) -> Path:
