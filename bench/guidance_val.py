@@ -29,6 +29,7 @@ from common import machine
 
 from hypergen import api
 from hypergen.eval.protocol import GIBBERISH
+from hypergen.eval.stats import family_means
 from hypergen.generators.sft import batch_examples, prepare_sft, rows_nll
 from hypergen.generators.train import TrainConfig
 
@@ -36,10 +37,12 @@ DESCRIPTIONS, EXAMPLES, BATCH = 2, 6, 8
 
 
 def family_mean(rows: list[tuple[str, float]]) -> float:
-    fam: dict[str, list[float]] = {}
-    for f, x in rows:
-        fam.setdefault(f, []).append(x)
-    return sum(sum(v) / len(v) for v in fam.values()) / len(fam)
+    """Rows (task, NLL) -> each task's mean, then each family's (eval.stats.family_means), then their mean."""
+    by_task: dict[str, list[float]] = {}
+    for t, x in rows:
+        by_task.setdefault(t, []).append(x)
+    fam = family_means({t: sum(v) / len(v) for t, v in by_task.items()})
+    return sum(fam.values()) / len(fam)
 
 
 def main(argv=None) -> dict:
@@ -73,17 +76,16 @@ def main(argv=None) -> dict:
                 conds["other"].append(nxt.cond[0])
                 conds["gibberish"].append(gib)
         examples = batch_examples(sft, torch.tensor(rows), validation=True)
-        families = [sft.val[r[0]].family for r in rows]
+        names = [sft.val[r[0]].name for r in rows]
         out = {"folder": folder, "tasks": [sft.val[i].name for i in val], "rows": len(rows), "nll": {}}
         with torch.no_grad():
-            mean = gen(gen.cond_mean[None].float())
             made = {c: gen(torch.stack(x).float()) for c, x in conds.items()}
             for g in grid:
                 scores = {}
                 for c in ("own", "other", "gibberish") if g else ("own",):  # g = 0: one adapter for all three
-                    flat = mean + g * (made[c] - mean)
+                    flat = gen.guide(made[c], g)  # what generate() makes with config.guidance = g
                     nll = torch.cat([rows_nll(res, gen.layout, flat[i : i + BATCH], examples[i : i + BATCH]) for i in range(0, len(rows), BATCH)])
-                    scores[c] = round(family_mean(list(zip(families, nll.tolist()))), 4)
+                    scores[c] = round(family_mean(list(zip(names, nll.tolist()))), 4)
                 if not g:
                     scores = dict.fromkeys(("own", "other", "gibberish"), scores["own"])
                 scores["other_minus_own"] = round(scores["other"] - scores["own"], 4)

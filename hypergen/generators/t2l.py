@@ -109,13 +109,15 @@ class T2L(Generator):
     def adapter_for_training(self, cond, batch):
         return self(cond), {}
 
+    def guide(self, flat: torch.Tensor, g: float) -> torch.Tensor:
+        """Flat adapters (B, P) carried g times as far from the mean training description's (e = 0)."""
+        if g == 1:
+            return flat
+        mean = self(self.cond_mean[None])
+        return mean + g * (flat - mean)
+
     def sample(self, cond, n, gen, extra=None):
-        flat = self(cond[None])
-        g = self.config.guidance
-        if g != 1:  # away from the adapter of the mean training description (e = 0)
-            mean = self(self.cond_mean[None])
-            flat = mean + g * (flat - mean)
-        return Sampled(flat.expand(n, -1))
+        return Sampled(self.guide(self(cond[None]), self.config.guidance).expand(n, -1))
 
 
 register_generator("t2l", T2LConfig, T2L)
