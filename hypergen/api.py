@@ -559,7 +559,13 @@ def train(
     unknown = sorted(set(cfg.val_experts) - set(z.names()))
     if unknown:
         raise HypergenError(f"--val-experts names unknown experts {unknown}; `hypergen zoo list` shows them.")
-    b = ExpertBank.from_zoo(z, encoder(encoder_name), names=names)
+    if prepared is not None and cfg.objective == "sft":  # the file's embeddings: no encoder needed where it was carried
+        from hypergen.generators.sft import prepared_encoder
+
+        enc = prepared_encoder(prepared, encoder_name, lambda: encoder(encoder_name))
+    else:
+        enc = encoder(encoder_name)
+    b = ExpertBank.from_zoo(z, enc, names=names)
     if init is not None:
         if family_config:
             raise HypergenError(f"--init keeps the config saved in {init}; drop {sorted(family_config)}.")
@@ -574,7 +580,7 @@ def train(
     if cfg.objective == "sft":
         from hypergen.generators.sft import prepare_sft
 
-        sft = prepare_sft(b, z, resident(base, device), cfg, encoder=encoder(encoder_name), prepared=prepared)
+        sft = prepare_sft(b, z, resident(base, device), cfg, encoder=enc, prepared=prepared)
     elif prepared is not None:
         raise HypergenError("--prepared holds the tasks of an sft run: it goes with --objective sft.")
     out = Path(out) if out else generators_dir() / name

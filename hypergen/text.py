@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -90,6 +90,7 @@ class FakeEncoder:
     """Deterministic stand-in for tests: hashed words and character trigrams, L2-normalised."""
 
     name = "fake"
+    dim = 384
 
     def __init__(self, dim: int = 384):
         self.dim = dim
@@ -119,10 +120,44 @@ def _check(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def _encoder_class(name: str) -> type:
+    if name in ("minilm", MiniLMEncoder.name):
+        return MiniLMEncoder
+    if name == "fake":
+        return FakeEncoder
+    raise HypergenError(f"Unknown encoder {name!r}; use 'minilm' or 'fake'.")
+
+
+def encoder_name(name: str) -> str:
+    """The name an encoder records in what it embeds ('minilm' -> all-MiniLM-L6-v2), without loading it."""
+    return _encoder_class(name).name
+
+
 def load_encoder(name: str = "minilm", device: str = "cpu") -> TextEncoder:
     """'minilm' (the real encoder) or 'fake' (tests)."""
-    if name in ("minilm", MiniLMEncoder.name):
-        return MiniLMEncoder(device=device)
-    if name == "fake":
-        return FakeEncoder()
-    raise HypergenError(f"Unknown encoder {name!r}; use 'minilm' or 'fake'.")
+    cls = _encoder_class(name)
+    return cls(device=device) if cls is MiniLMEncoder else cls()
+
+
+class KnownEmbeddings:
+    """An encoder that answers from embeddings its real encoder made before (text -> row), and loads that
+    encoder (`load()`) only for a text it does not hold: e.g. with a prepared-tasks file carried to a
+    machine that has no copy of the encoder."""
+
+    def __init__(self, name: str, table: dict[str, torch.Tensor], load: Callable[[], TextEncoder]):
+        self.name = name
+        self.table = dict(table)
+        self.dim = next(iter(self.table.values())).shape[-1] if self.table else _encoder_class(name).dim
+        self._load, self._real = load, None
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = _check(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self.table]
+        if missing:
+            if self._real is None:
+                print(f"{len(missing)} texts have no stored embedding; loading the encoder {self.name}.", file=sys.stderr, flush=True)
+                self._real = self._load()
+                if self._real.name != self.name:
+                    raise HypergenError(f"The stored embeddings are {self.name}'s, but the encoder loaded is {self._real.name}.")
+            self.table |= dict(zip(missing, self._real.encode(missing).float()))
+        return torch.stack([self.table[t] for t in texts])

@@ -174,6 +174,39 @@ def test_a_prepared_file_that_cannot_be_used_is_refused_clearly(inputs, tiny_ban
     with pytest.raises(HypergenError, match="zoo's tasks are read from the zoo"):
         prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, tasks="zoo"), encoder=FakeEncoder(), prepared=made)
 
+def test_a_run_from_a_prepared_file_needs_no_encoder(inputs, tiny_zoo, tiny_path, tmp_path, monkeypatch):
+    """The file holds the embeddings of its tasks' descriptions and of the zoo's (the bank's), so a run from it
+    where it was carried (a lent GPU without MiniLM) builds the same bank and trains the same generator
+    without loading the encoder; a zoo text it lacks loads the encoder then."""
+    from hypergen import api
+    from hypergen.generators.checkpoint import WEIGHTS_FILE
+    from hypergen.generators.sft import prepared_encoder
+    from safetensors.torch import load_file
+
+    c = cfg(inputs, steps=2, batch_size=2, lr=3e-3, sft_max_train=4, accelerator="cpu")
+    common = {"zoo_path": str(tiny_zoo.root), "encoder_name": "fake", "base": str(tiny_path)}
+    api.train("t2l", c, out=tmp_path / "here", **common)
+    (made,) = inputs.cache.iterdir()
+    carried = shutil.move(made, tmp_path / "carried.pt")
+    zoo_texts = [d for r in tiny_zoo.records() for d in r.descriptions]
+    assert set(zoo_texts) - {d for ds in WORDS.values() for d in ds}  # the zoo's own texts are not among the tasks'
+
+    loads = []
+    monkeypatch.setattr(FakeEncoder, "encode", lambda self, texts: loads.append(texts) or pytest.fail("the encoder was used"))
+    for var in ("HYPERGEN_HOME", "HYPERGEN_RUNS"):  # no cache, no run folder to resume: it trains again
+        monkeypatch.setenv(var, str(tmp_path / "device" / var))
+    api.train("t2l", c, out=tmp_path / "there", prepared=carried, **common)
+    here, there = (load_file(tmp_path / d / WEIGHTS_FILE) for d in ("here", "there"))
+    assert here.keys() == there.keys() and all(torch.equal(here[k], there[k]) for k in here)
+    assert not loads
+
+    monkeypatch.undo()
+    enc = prepared_encoder(carried, "fake", lambda: FakeEncoder())
+    assert torch.equal(enc.encode(zoo_texts), FakeEncoder().encode(zoo_texts))
+    assert torch.equal(enc.encode(["A text no file holds."]), FakeEncoder().encode(["A text no file holds."]))  # loaded for it
+    with pytest.raises(HypergenError, match="prepared with encoder 'fake'; this run has 'all-MiniLM-L6-v2'"):
+        prepared_encoder(carried, "minilm", lambda: pytest.fail("no encoder for a refused file"))
+
 
 def test_train_takes_a_prepared_file_only_for_the_sft_objective(tiny_zoo, tmp_path):
     from hypergen import api

@@ -32,6 +32,7 @@ Contract a family implements to support it (declaring "sft" in its `objectives`)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -113,6 +114,9 @@ class Prepared:
     n_truncated: int = 0
     n_skipped: int = 0
     n_small: int = 0
+    known: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The zoo experts' description embeddings (same encoder), so that a run from the file as is
+    (prepared_encoder) builds its expert bank without the encoder."""
 
 
 def _suite_and_split(name: str, zoo=None):
@@ -222,7 +226,10 @@ def prepare_sft(bank, zoo, resident, cfg, *, encoder=None, prepared: str | Path 
             split_families(sources, n_val, cfg.seed)  # a bad --val-families fails before the slow part
             enc = encoder if encoder is not None else load_encoder(enc_name)
             with one_line_for_long_descriptions():
-                return _tokenised(sources, small, resident.tokenizer, cfg, lambda s: enc.encode(s.descriptions).float())
+                prep = _tokenised(sources, small, resident.tokenizer, cfg, lambda s: enc.encode(s.descriptions).float())
+            if zoo is not None:  # the bank's texts, as it embedded them (ExpertBank.from_zoo)
+                prep.known = {t: e for n, v in zip(bank.names, bank.variants) for t, e in zip(zoo.record(n).descriptions, v)}
+            return prep
 
         if prepared is not None:
             prep = prepared_as_is(prepared, cfg, resident, enc_name)
@@ -329,11 +336,40 @@ def prepared_as_is(path: Path, cfg, resident, encoder_name: str) -> Prepared:
     they are: the task files, descriptions files and code they were read with need not be on this machine
     (e.g. a file carried to a lent GPU). Refused when it was made for another base, tokenizer, encoder or
     preparing settings (PREPARE_FIELDS, the second suite), naming both."""
+    data = _read_as_is(path)
+    got, want = _must_match(data["inputs"]), _must_match(cache_inputs(cfg, resident, encoder_name, stamps=False))
+    for what in want:
+        if got[what] != want[what]:
+            raise HypergenError(f"{path} was prepared with {what} {got[what]!r}; this run has {want[what]!r}. Use a file made with the run's own settings.")
+    return _prepared(data)
+
+
+def prepared_encoder(path: Path, encoder: str, load) -> KnownEmbeddings:
+    """The encoder `encoder` (e.g. minilm) as far as the prepared-tasks file at `path` holds its embeddings:
+    its tasks' descriptions and the zoo's (Prepared.known). `load()` gives the real encoder, loaded only for
+    a text the file does not hold, so a run from a carried file needs no copy of the encoder."""
+    from hypergen.text import KnownEmbeddings, encoder_name
+
+    data, name = _read_as_is(path), encoder_name(encoder)
+    if data["inputs"]["encoder"] != name:
+        raise HypergenError(f"{path} was prepared with encoder {data['inputs']['encoder']!r}; this run has {name!r}. Use a file made with the run's own settings.")
+    table = {d: e for t in data["tasks"] for d, e in zip(t["descriptions"], t["cond"])} | _known(data)
+    return KnownEmbeddings(name, table, load)
+
+
+@functools.lru_cache(maxsize=1)
+def _read(path: Path, stamp: tuple) -> dict:
+    """The file's content, read once for both prepared_encoder and prepared_as_is (`stamp`: its size and mtime)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _read_as_is(path: Path) -> dict:
+    """The content of a prepared-tasks file given by its path, refused clearly when it cannot be used as is."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise HypergenError(f"No prepared-tasks file at {path}: a run with --tasks descriptions or suite prints the path of the one it made.")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _read(path.resolve(), (path.stat().st_size, path.stat().st_mtime_ns))
     except Exception as e:
         raise HypergenError(f"{path} is not a readable prepared-tasks file ({type(e).__name__}).") from None
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
@@ -341,11 +377,7 @@ def prepared_as_is(path: Path, cfg, resident, encoder_name: str) -> Prepared:
     if "inputs" not in data:
         raise HypergenError(f"{path} was made before prepared-tasks files recorded their inputs (2026-12-02): delete it and run the same "
                             "`hypergen train` command once to make it again (~7 min for the shipped recipe).")
-    got, want = _must_match(data["inputs"]), _must_match(cache_inputs(cfg, resident, encoder_name, stamps=False))
-    for what in want:
-        if got[what] != want[what]:
-            raise HypergenError(f"{path} was prepared with {what} {got[what]!r}; this run has {want[what]!r}. Use a file made with the run's own settings.")
-    return _prepared(data)
+    return data
 
 
 def cache_path(key: str) -> Path:
@@ -375,7 +407,8 @@ def _save(path: Path, prep: Prepared, inputs: dict) -> None:
     tasks = [{"name": t.name, "cond": t.cond, "train": _pack(t.train), "val": _pack(t.val), "descriptions": t.descriptions,
               "train_text": [list(x) for x in t.train_text], "val_text": [list(x) for x in t.val_text]} for t in prep.tasks]
     data = {"version": CACHE_VERSION, "tasks": tasks, "counts": [prep.n_truncated, prep.n_skipped, prep.n_small],
-            "inputs": json.loads(json.dumps(inputs, default=str))}
+            "inputs": json.loads(json.dumps(inputs, default=str)),
+            "known": {"texts": list(prep.known), "emb": torch.stack(list(prep.known.values())) if prep.known else torch.zeros(0)}}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
@@ -390,7 +423,12 @@ def _save(path: Path, prep: Prepared, inputs: dict) -> None:
 def _prepared(data: dict) -> Prepared:
     tasks = [TaskData(t["name"], t["cond"], _unpack(t["train"]), _unpack(t["val"]), -1, list(t["descriptions"]),
                       [tuple(x) for x in t["train_text"]], [tuple(x) for x in t["val_text"]]) for t in data["tasks"]]
-    return Prepared(tasks, *data["counts"])
+    return Prepared(tasks, *data["counts"], known=_known(data))
+
+
+def _known(data: dict) -> dict[str, torch.Tensor]:
+    known = data.get("known") or {"texts": []}  # older files hold none: the zoo's texts then need the encoder
+    return dict(zip(known["texts"], known.get("emb", [])))
 
 
 def _load(path: Path) -> Prepared | None:
