@@ -174,6 +174,7 @@ def test_a_prepared_file_that_cannot_be_used_is_refused_clearly(inputs, tiny_ban
     with pytest.raises(HypergenError, match="zoo's tasks are read from the zoo"):
         prepare_sft(tiny_bank, tiny_zoo, resident, cfg(inputs, tasks="zoo"), encoder=FakeEncoder(), prepared=made)
 
+
 def test_a_run_from_a_prepared_file_needs_no_encoder(inputs, tiny_zoo, tiny_path, tmp_path, monkeypatch):
     """The file holds the embeddings of its tasks' descriptions and of the zoo's (the bank's), so a run from it
     where it was carried (a lent GPU without MiniLM) builds the same bank and trains the same generator
