@@ -131,8 +131,8 @@ def main() -> None:
     with one_line_for_long_descriptions():
         embs = {"minilm": api.encoder("minilm").encode(texts)}
     n_layers = api.resident().model.config.num_hidden_layers
-    for how in ("mean", "eol"):  # before any adapter is loaded: afterwards the base's states differ by float error,
-        for layer, e in smollm2(texts, how, (n_layers // 2, n_layers)).items():  # enough to reorder SmolLM2's near ties
+    for how in ("mean", "eol"):  # before any adapter is loaded: smollm2() calls res.model itself, which applies the
+        for layer, e in smollm2(texts, how, (n_layers // 2, n_layers)).items():  # last activated slot even after deactivate()
             embs[f"smollm2-{how}-layer{layer}"] = e
     if not a.matrix:
         m["nll"] = nll_matrix(tasks, a.instances)

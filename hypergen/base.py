@@ -159,7 +159,9 @@ class ResidentModel:
         return name
 
     def deactivate(self) -> None:
-        """Back to the plain base model (adapters stay loaded for a later swap)."""
+        """Back to the plain base model (adapters stay loaded for a later swap). For this object's own calls
+        (answer, score, ...: they run the base with peft's slots disabled); `self.model` called directly still
+        applies the last activated slot, so call it inside `self.peft.disable_adapter()` then."""
         self.active = None
 
     def remove(self, name: str) -> None:
