@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import lzma
 import os
 import re
 import shlex
@@ -129,8 +130,9 @@ def run(minutes: float, train_args: list[str], accelerator: str, out: Path, stas
     if not (home / "downloads" / SMOLLM2).is_file():
         join(glob.glob(str(stashed / f"{SMOLLM2}.0*")), home / "downloads" / SMOLLM2)
     prepared = stashed / "prepared.pt"
-    if not prepared.is_file():
-        sh(["xz", "-d", "-k", str(prepared) + ".xz"])
+    if not prepared.is_file():  # Python's lzma: the device image need not have xz
+        with lzma.open(str(prepared) + ".xz") as src, open(prepared, "wb") as dst:
+            shutil.copyfileobj(src, dst)
     if subprocess.run([sys.executable, "-c", "import gguf"], capture_output=True).returncode:
         sh([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", *glob.glob(str(stashed / "gguf-*.whl"))])
     export = stashed / FAMILY
