@@ -1,6 +1,6 @@
 """Does description similarity say which expert helps an unseen task? Every zoo expert on every held-out task.
 
-    .venv/bin/python bench/transfer_probe.py [--instances 4] [--out docs/results/transfer_probe.json]
+    .venv/bin/python bench/transfer_probe.py [--instances 4] [--prompt-description] [--out docs/results/transfer_probe.json]
 
 A generator can carry its description to unseen tasks only if tasks described alike are helped by alike
 adapters. This measures that premise directly, with no generator: for each held-out task (the evaluation's
@@ -13,7 +13,8 @@ token's state after a prompt that asks for the task in one word, PromptEOL), the
 - `spearman`: the rank correlation, over experts, of description similarity and gain (mean over tasks).
 Beside them, with no description: `fixed`, one expert for every task, the best such on these very tasks (an
 upper bound on any fixed choice, chosen with the answers).
-Family-weighted (each held-out family counts once). The NLL matrix is the slow part (~10 min here); it is kept
+`--prompt-description`: every score (base included) with the task's description in the prompt too, the default
+mode's. Family-weighted (each held-out family counts once). The NLL matrix is the slow part (~10 min here); it is kept
 in the JSON, and `--matrix F.json` reuses one.
 """
 
@@ -61,15 +62,15 @@ def smollm2(texts: list[str], how: str, layers: tuple[int, ...], batch: int = 32
     return {layer: torch.nn.functional.normalize(e - e.mean(0), dim=-1) for layer, e in out.items()}
 
 
-def held_out(instances: int) -> tuple[list, dict]:
-    """The evaluation's held-out tasks, and the probe's record without its NLL matrix: texts and instances."""
+def held_out(instances: int, prompt_description: bool) -> tuple[list, dict]:
+    """The evaluation's held-out tasks, and the probe's record without its NLL matrix: texts and settings."""
     tasks = plan(EvalConfig(split="heldout", instances=instances, seeds=1, methods=("base",)))
     z = api.zoo()
-    return tasks, {"instances": instances, "descriptions": {et.task.name: et.description for et in tasks},
+    return tasks, {"instances": instances, "prompt_description": prompt_description, "descriptions": {et.task.name: et.description for et in tasks},
                    "experts": {n: z.record(n).description for n in z.names()}}
 
 
-def nll_matrix(tasks: list, instances: int) -> dict[str, dict[str, float]]:
+def nll_matrix(tasks: list, instances: int, prompt_description: bool) -> dict[str, dict[str, float]]:
     """{task: {"base" or expert: reference-answer NLL per token}}: one swap per expert, then every task."""
     res, z = api.resident(None, "auto"), api.zoo()
     nll: dict[str, dict[str, float]] = {et.task.name: {} for et in tasks}
@@ -80,7 +81,7 @@ def nll_matrix(tasks: list, instances: int) -> dict[str, dict[str, float]]:
         else:
             res.activate(z.weights(name), name="probe")
         for et in tasks:
-            nll[et.task.name][name] = reference_nll(res, et.test[:instances])
+            nll[et.task.name][name] = reference_nll(res, et.test[:instances], description=et.description if prompt_description else None)
         print(f"{i}/{len(z)} {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
     res.deactivate()
     return nll
@@ -119,13 +120,14 @@ def score(m: dict, task_emb: torch.Tensor, expert_emb: torch.Tensor) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--instances", type=int, default=4)
+    ap.add_argument("--prompt-description", action="store_true", help="the task's description in every prompt too (the default mode's)")
     ap.add_argument("--matrix", type=Path, help="a JSON this script wrote: reuse its NLL matrix")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     if a.matrix:
         m = json.loads(a.matrix.read_text())["matrix"]
     else:
-        tasks, m = held_out(a.instances)
+        tasks, m = held_out(a.instances, a.prompt_description)
     task_texts, expert_texts = list(m["descriptions"].values()), list(m["experts"].values())
     texts = task_texts + expert_texts
     with one_line_for_long_descriptions():
@@ -135,7 +137,7 @@ def main() -> None:
         for layer, e in smollm2(texts, how, (n_layers // 2, n_layers)).items():  # last activated slot even after deactivate()
             embs[f"smollm2-{how}-layer{layer}"] = e
     if not a.matrix:
-        m["nll"] = nll_matrix(tasks, a.instances)
+        m["nll"] = nll_matrix(tasks, a.instances, a.prompt_description)
     results = {"fixed": fixed(m)}
     print("fixed", results["fixed"], flush=True)
     for name, e in embs.items():
