@@ -88,6 +88,7 @@ class ResidentModel:
         self.peft = None  # a PeftModel, created with the first adapter
         self._slots: dict[str, _Slot] = {}
         self.active: str | None = None
+        self._layers_on = True  # peft's LoRA layers apply their slot; kept equal to `active is not None`
         # held by callers across activate + answer: the active adapter is shared state (hypergen.api does)
         self.lock = threading.RLock()
         tokenizer.padding_side = "left"  # generation continues from the right edge
@@ -143,6 +144,7 @@ class ResidentModel:
         self._slots[name] = slot
         if self.active is not None and self.active != name:
             self.peft.set_adapter(self.active)  # add_adapter may leave the new one active
+        self._set_layers(self.active is not None, force=True)  # newly wrapped modules start enabled
         return slot
 
     def activate(self, adapter: LoraWeights | str, name: str = "default") -> str:
@@ -156,24 +158,53 @@ class ResidentModel:
         if self.active != name:
             self.peft.set_adapter(name)
             self.active = name
+        self._set_layers(True)
         return name
 
     def deactivate(self) -> None:
-        """Back to the plain base model (adapters stay loaded for a later swap). For this object's own calls
-        (answer, score, ...: they run the base with peft's slots disabled); `self.model` called directly still
-        applies the last activated slot, so call it inside `self.peft.disable_adapter()` then."""
+        """Back to the plain base model (adapters stay loaded for a later swap): peft's LoRA layers are
+        switched off, so `self.model` called directly is the base too, not only this object's own calls."""
         self.active = None
+        self._set_layers(False)
+
+    def _set_layers(self, on: bool, force: bool = False) -> None:
+        """Switch every peft LoRA layer on or off (off: each returns its base Linear's output)."""
+        if self.peft is None or (on == self._layers_on and not force):
+            return
+        tuner = self.peft.base_model  # peft's LoraModel; as in peft's own disable_adapter()
+        tuner.enable_adapter_layers() if on else tuner.disable_adapter_layers()
+        self._layers_on = on
+
+    @contextmanager
+    def adapters_off(self):
+        """peft's slots off for the block (per-row hooks, or the base alone); their state as before after it."""
+        before = self._layers_on
+        self._set_layers(False)
+        try:
+            yield
+        finally:
+            self._set_layers(before)
+
+    @contextmanager
+    def _layers(self, on: bool):
+        before = self._layers_on
+        self._set_layers(on)
+        try:
+            yield
+        finally:
+            self._set_layers(before)
 
     def remove(self, name: str) -> None:
         if name not in self._slots:
             return
         if self.active == name:
-            self.active = None
+            self.deactivate()
         others = [n for n in self._slots if n != name]
         if not others:
             # peft refuses to delete the last adapter: unwrap to the plain base instead.
             self.model = self.peft.unload()
             self.peft = None
+            self._layers_on = True
         else:
             if self.peft.active_adapter == name:
                 self.peft.set_adapter(others[0])
@@ -221,11 +252,13 @@ class ResidentModel:
 
         if lora is not None:
             return self._row_context(lora)
-        if self.peft is not None and self.active is None and adapter_names is None:
-            return self.peft.disable_adapter()
         if self.peft is not None and adapter_names is not None:
-            return self._routing_guard()
-        return contextlib.nullcontext()
+            stack = contextlib.ExitStack()
+            with stack:
+                stack.enter_context(self._layers(True))  # peft's per-row routing runs only in enabled layers
+                stack.enter_context(self._routing_guard())
+                return stack.pop_all()
+        return contextlib.nullcontext()  # the layers' state already follows self.active
 
     @contextmanager
     def _routing_guard(self):
@@ -276,15 +309,14 @@ class ResidentModel:
 
     def _row_context(self, lora):
         """Per-row adapters through hooks on the base Linears, with every peft slot off for the call: the
-        active slot is neither applied nor changed (peft's disable_adapter restores it on exit)."""
+        active slot is neither applied nor changed (adapters_off restores the layers' state on exit)."""
         import contextlib
 
         from hypergen import rowlora
 
         stack = contextlib.ExitStack()
         with stack:
-            if self.peft is not None:
-                stack.enter_context(self.peft.disable_adapter())
+            stack.enter_context(self.adapters_off())
             stack.enter_context(rowlora.apply(self.model, lora))
             return stack.pop_all()
 

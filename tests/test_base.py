@@ -24,6 +24,35 @@ def test_activate_changes_output_and_deactivate_restores_base(resident):
     torch.testing.assert_close(logits(resident), base)
 
 
+def test_the_model_itself_follows_activate_and_deactivate(resident):
+    """`resident.model` called directly (a user's own loop, not answer/score) applies the active adapter and
+    only it: a loaded slot that is not active, a deactivated one, and per-row calls leave it the base."""
+
+    def direct():
+        with torch.no_grad():
+            return resident.model(input_ids=IDS).logits
+
+    base = direct()
+    w1, w2 = random_lora(resident.model, seed=1), random_lora(resident.model, seed=2)
+    resident.load_adapter("one", w1)  # loaded, not active
+    torch.testing.assert_close(direct(), base)
+    resident.activate("one")
+    one = direct()
+    assert (one - base).abs().max() > 1e-2
+    resident.deactivate()
+    torch.testing.assert_close(direct(), base)
+    routed = resident.score(["abc"], [["x", "yz"]], adapter_names=["one"])  # peft's per-row routing, layers on for the call
+    torch.testing.assert_close(direct(), base)
+    resident.activate("one")
+    assert routed == resident.score(["abc"], [["x", "yz"]])  # the routed row was under "one"
+    resident.score(["abc"], [["x", "yz"]], adapters=[w2])  # LoraWeights per row: peft's layers off for the call
+    torch.testing.assert_close(direct(), one)
+    resident.load_adapter("two", w2)  # a second slot does not change which one applies
+    torch.testing.assert_close(direct(), one)
+    resident.remove("one")
+    torch.testing.assert_close(direct(), base)
+
+
 def test_swap_is_in_place_and_matches_fresh_load(resident, tiny_path):
     from hypergen.base import load_base
 
@@ -92,7 +121,7 @@ def test_batched_score_equals_manual_loglik_over_ragged_prompts_and_options(resi
         p_ids = tok(resident.prompts([text])[0], add_special_tokens=False)["input_ids"]
         for opt, value in zip(opts, g):
             c_ids = tok(opt, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            with torch.no_grad():
+            with torch.no_grad(), resident._context([row]):  # peft routes rows only in enabled layers
                 logits = resident.forward_model()(input_ids=torch.tensor([p_ids + c_ids]), **resident._rows([row], 1)).logits[0, :-1]
             want = sum(torch.log_softmax(logits, -1)[len(p_ids) - 1 + k, t].item() for k, t in enumerate(c_ids))
             assert value == pytest.approx(want, abs=1e-4), (text, opt, row)

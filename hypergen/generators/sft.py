@@ -538,8 +538,7 @@ def _per_row(res, lora: RowLora):
     from hypergen import rowlora
 
     with contextlib.ExitStack() as stack:
-        if res.peft is not None:
-            stack.enter_context(res.peft.disable_adapter())
+        stack.enter_context(res.adapters_off())
         stack.enter_context(rowlora.apply(res.model, lora))
         yield
 

@@ -102,8 +102,7 @@ def _nll_sums(res: ResidentModel, lora: rowlora.RowLora, batch: dict[str, torch.
     consecutive sequences (the batch holds n equal blocks), under the row's LoRA, in one forward pass."""
     keep = answer_positions(batch["labels"])  # logits only where an answer token follows (data.answer_loss)
     with contextlib.ExitStack() as stack:
-        if res.peft is not None:  # the trainee slot stays loaded; no peft adapter may add to the rows
-            stack.enter_context(res.peft.disable_adapter())
+        stack.enter_context(res.adapters_off())  # the trainee slot stays loaded; no peft adapter may add to the rows
         stack.enter_context(rowlora.apply(res.model, lora))
         out = res.forward_model()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     target = batch["labels"][:, 1:][keep[:, :-1]]
