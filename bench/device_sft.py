@@ -154,7 +154,8 @@ def run(minutes: float, train_args: list[str], accelerator: str, out: Path, stas
 
 
 def unpack(files_at: Path) -> None:
-    """The run folder into this machine's runs folder (it resumes here), the export into the cache's generators/t2l.gpu."""
+    """The run folder into this machine's runs folder (it resumes here), the export into the cache's generators/t2l.gpu;
+    pack's .device/ goes."""
     from hypergen import api, paths
 
     runs, export = paths.runs_dir(), api.generators_dir() / f"{FAMILY}.gpu"
@@ -164,7 +165,8 @@ def unpack(files_at: Path) -> None:
             tf.extractall(tmp, filter="data")
         shutil.copytree(Path(tmp) / "runs", runs, dirs_exist_ok=True)
         shutil.copytree(Path(tmp) / "export" / FAMILY, export, dirs_exist_ok=True)
-    print(f"run folder(s) in {runs}; export in {export}")
+    shutil.rmtree(REPO / ".device", ignore_errors=True)  # what pack made for the calls (~80 MB): they are done
+    print(f"run folder(s) in {runs}; export in {export}; .device/ removed")
 
 
 def rehearse(prepared: Path) -> None:
