@@ -33,7 +33,7 @@ test-fast: install  ## tiny models only, and nothing slow (wheel build, app serv
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
 bench: install
-	$(BIN)/python bench/swap.py
+	$(BIN)/python bench/swap.py --runs 200 --gguf
 
 # ---- everything that ships, from scratch (each step resumes after a stop: rerun the same target) ----
 # On this 2-core CPU: experts 1-16 min each (median ~4; 60 + 31 oracle; the 18 generation oracle experts: 95 min in all, 2026-12-01), the multi-task LoRA ~30 min, t2l and

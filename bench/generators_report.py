@@ -82,7 +82,13 @@ def main() -> None:
         elif init:
             lines.append(f"- `{name}` (warm start): its `--init` folder {init.replace(str(Path.home()), '~')} is not on this machine: the Makefile's rebuild-zoo-generators makes it")
         last = summary.get("step") is not None and summary.get("val_nll") is None  # export_run: no validation score = its last checkpoint
-        lines.append(f"- `{name}`: {command(name, train, init, str(folder), summary.get('zoo'), summary.get('step'), last, meta.get('config'))}")
+        out = str(folder)
+        if "packed" in meta:  # the Makefile trains and exports beside, then packs into the shipped folder
+            out = str(api.generators_dir() / f"{name}.fp32")
+        made = command(name, train, init, out, summary.get("zoo"), summary.get("step"), last, meta.get("config"))
+        if "packed" in meta:
+            made += f", then `hypergen generator-pack {out} {folder}`".replace(str(Path.home()), "~")
+        lines.append(f"- `{name}`: {made}")
         val = list(train.get("val_experts", []))
         if not val:
             continue

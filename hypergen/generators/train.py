@@ -63,8 +63,8 @@ class TrainConfig:
     examples per row. sft_max_tokens: the longest example in tokens (prompt + answer).
     sft_max_train: train examples kept per task.
     sft_prompt_description: the share of sft rows whose prompt also holds the row's description, as the
-    evaluation's `+desc` methods and base_desc prompt (0 = never, as the shipped t2l was trained; 1 = always,
-    as Text-to-LoRA's SFT prompt). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
+    evaluation's `+desc` methods and base_desc prompt (0 = never; 1 = always, as Text-to-LoRA's SFT prompt
+    and as the shipped t2l and mtlora were trained). Drawn per row from (seed, rank, step, row), so a resume is unchanged;
     validation puts it in the same share of its fixed rows, so compare runs of different shares with
     `hypergen eval`, not by their validation NLL.
     extra_suite: a second task suite whose described tasks train too ("openai_evals": the OpenAI evals
