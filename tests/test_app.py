@@ -61,10 +61,30 @@ def clean(at):
     assert not at.error, [e.value for e in at.error]
 
 
-def test_page_starts_with_the_default_generator(app):
+def test_page_starts_with_the_set_generator(app):
     clean(app)
     assert app.selectbox[0].value == "mix" and set(app.selectbox[0].options) == set(api.list_generators())
     assert not app.metric and not app.download_button
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["default-trained", "default-untrained"])
+def test_page_starts_with_the_default_generator(app, monkeypatch, tmp_path, checkpoint):
+    """HYPERGEN_APP_GENERATOR unset: api.default_generator() is preselected; the fallback says why."""
+    monkeypatch.delenv("HYPERGEN_APP_GENERATOR")
+    monkeypatch.setenv("HYPERGEN_HOME", str(tmp_path / "home"))  # no user-trained checkpoints
+    shipped = tmp_path / "generators"
+    shipped.mkdir()
+    if checkpoint:  # the lookup needs only the file (page start loads no generator)
+        (shipped / api.DEFAULT_GENERATOR).mkdir()
+        (shipped / api.DEFAULT_GENERATOR / "generator.json").write_text("{}")
+    monkeypatch.setenv("HYPERGEN_GENERATORS", str(shipped))
+    at = AppTest.from_file(SCRIPT, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    want = api.DEFAULT_GENERATOR if checkpoint else api.FALLBACK_GENERATOR  # t2l is not the fixture's mix
+    assert api.default_generator() == want and at.selectbox[0].value == want
+    fallback = [w.value for w in at.warning if "No trained" in w.value]
+    assert bool(fallback) is not checkpoint, fallback
+    assert not at.metric and not at.download_button
 
 
 def test_generate_shows_neighbours_time_zoo_map_and_download(app):
@@ -88,8 +108,9 @@ def test_download_is_a_loadable_peft_folder(app, tmp_path):
     zipfile.ZipFile(io.BytesIO(at.session_state["zip"])).extractall(tmp_path)
     assert {"adapter_config.json", "adapter_model.safetensors", "hypergen.json"} <= {p.name for p in tmp_path.iterdir()}
     got, want = LoraWeights.load(tmp_path), at.session_state["result"].weights
-    p = next(iter(want.modules))
-    torch.testing.assert_close(got.modules[p][1], want.modules[p][1])
+    assert list(got.modules) == list(want.modules) and (got.rank, got.alpha) == (want.rank, want.alpha)
+    for p, (a, b) in want.modules.items():  # every module's A and B, as generated
+        assert torch.equal(got.modules[p][0], a) and torch.equal(got.modules[p][1], b), p
 
 
 def test_inputs_give_base_and_adapted_answers_side_by_side(app):

@@ -97,6 +97,11 @@ def generate_out(force=False):
     return lambda p, c: api.generate(TASK, "nearest", out=p, force=force, **c["gen"])
 
 
+def generate_bad(description=TASK, **kw):
+    """generate with a bad argument and out at the scene's path: the snapshot shows nothing was written there."""
+    return lambda p, c: api.generate(description, "nearest", out=p, **kw, **c["gen"])
+
+
 def answer_with(p, c):
     return api.answer("hot", adapter=p, base=c["base"], device="cpu")
 
@@ -129,8 +134,8 @@ PROBES = [
     ("a corrupt manifest", corrupt_manifest("{not json"), ["zoo", "list", "--zoo", "{p}"], lambda p, c: api.zoo_list(p), "is corrupt"),
     ("a manifest that is a list", corrupt_manifest("[]"), [*GEN[:-4], "--zoo", "{p}"], lambda p, c: api.generate(TASK, "nearest", **{**c["gen"], "zoo_path": str(p)}), "is corrupt"),
     # 4. --samples, huge --seed
-    ("10,000 samples", None, [*GEN, "--samples", "10000"], lambda p, c: api.generate(TASK, "nearest", samples=10_000, **c["gen"]), "samples must be at most"),
-    ("a huge seed", None, [*GEN, "--seed", str(2**70)], lambda p, c: api.generate(TASK, "nearest", seed=2**70, **c["gen"]), "seed must be at most"),
+    ("10,000 samples", None, [*GEN, "--samples", "10000", "--out", "{p}"], generate_bad(samples=10_000), "samples must be at most"),
+    ("a huge seed", None, [*GEN, "--seed", str(2**70), "--out", "{p}"], generate_bad(seed=2**70), "seed must be at most"),
     # 5. bad adapters
     ("NaN weights", adapter_with(tensor=lambda t: t.fill_(float("nan"))), ANSWER, answer_with, "NaN or inf"),
     ("inf weights", adapter_with(tensor=lambda t: t.fill_(float("inf"))), ANSWER, answer_with, "NaN or inf"),
@@ -141,10 +146,10 @@ PROBES = [
     ("adapter_config a JSON list", adapter_with(config=lambda cfg: [cfg]), ANSWER, answer_with, "adapter_config.json"),
     ("a corrupt hypergen.json", adapter_with(meta="{oops"), ANSWER, answer_with, "hypergen.json"),
     # 6. text and types (no CLI form: argv is always text; invalid UTF-8 in argv: test_api_input, by subprocess)
-    ("invalid UTF-8", None, None, lambda p, c: api.generate("Give the antonym \udcff", "nearest", **c["gen"]), "not valid UTF-8"),
-    ("generate(123)", None, None, lambda p, c: api.generate(123, "nearest", **c["gen"]), "description must be a string"),
-    ('samples="3"', None, None, lambda p, c: api.generate(TASK, "nearest", samples="3", **c["gen"]), "samples must be an integer"),
-    ("inputs=[123]", None, None, lambda p, c: api.generate(TASK, "nearest", inputs=[123], **c["gen"]), "inputs[0] must be a string"),
+    ("invalid UTF-8", None, None, generate_bad("Give the antonym \udcff"), "not valid UTF-8"),
+    ("generate(123)", None, None, generate_bad(123), "description must be a string"),
+    ('samples="3"', None, None, generate_bad(samples="3"), "samples must be an integer"),
+    ("inputs=[123]", None, None, generate_bad(inputs=[123]), "inputs[0] must be a string"),
 ]
 
 

@@ -108,12 +108,12 @@ def test_every_setting_that_changes_a_row_changes_its_key(tiny_zoo, tmp_path, mo
     elif change == "budget":
         after = key(budget=6)
     elif change == "base":
-        after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "SmolLM2-135M-Instruct", {}))
+        after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="fake"), "SmolLM2-135M-Instruct", {}, base_path=base))  # the same files: only the name changes
     elif change == "base weights":  # the same folder name, other weights (a retrained or reconverted base)
         (base / "model.safetensors").write_bytes(b"other weights")
         after = key()
     elif change == "encoder":
-        after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="minilm"), "tiny-llama", {}))
+        after = key(RowKeys(EvalConfig(suite=DEMO, split="all", zoo=str(zoo), encoder="minilm"), "tiny-llama", {}, base_path=base))  # the same base: only the encoder changes
     elif change == "zoo":
         (zoo / "manifest.json").write_text((zoo / "manifest.json").read_text() + " ")
         after = key()

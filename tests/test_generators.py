@@ -93,12 +93,15 @@ def test_lego_with_one_expert_keeps_its_update(tiny_bank, tiny_zoo):
         torch.testing.assert_close(res.weights.delta(p), tiny_zoo.weights("antonyms").delta(p), atol=1e-5, rtol=1e-4)
 
 
-def test_multitask_ignores_the_description(tiny_bank):
+def test_multitask_ignores_the_description(tiny_bank, tiny_zoo):
+    """Any description: every module's A and B are the zoo's multi-task LoRA's."""
     g = build("multitask", tiny_bank)
-    a = g.generate(ENC.encode([ANTONYM])[0]).weights
-    b = g.generate(ENC.encode(["Uppercase the word."])[0]).weights
-    p = tiny_bank.layout.paths[0]
-    assert torch.equal(a.modules[p][0], b.modules[p][0])
+    mt = tiny_zoo.multitask()
+    for desc in (ANTONYM, "Uppercase the word."):
+        w = g.generate(ENC.encode([desc])[0]).weights
+        assert list(w.modules) == list(mt.modules) == list(tiny_bank.layout.paths)
+        for p, (a, b) in mt.modules.items():
+            assert torch.equal(w.modules[p][0], a.to(w.modules[p][0].dtype)) and torch.equal(w.modules[p][1], b.to(w.modules[p][1].dtype)), (desc, p)
 
 
 def test_sg_prior_is_the_law_of_total_variance(tiny_bank):

@@ -61,6 +61,11 @@ def test_load_folder_saved_by_peft(tiny_path, resident, tmp_path):
     w = LoraWeights.load(tmp_path / "peft")
     assert (w.rank, w.alpha, len(w.modules)) == (4, 8.0, 4)
     w.validate_for(resident.model)
+    sd = pm.state_dict()  # every tensor as peft holds it: a swapped, transposed or misnamed one would load silently
+    assert sorted(f"base_model.model.{p}.lora_A.default.weight" for p in w.modules) == sorted(k for k in sd if ".lora_A." in k)
+    for p, (a, b) in w.modules.items():
+        assert torch.equal(a, sd[f"base_model.model.{p}.lora_A.default.weight"])
+        assert torch.equal(b, sd[f"base_model.model.{p}.lora_B.default.weight"])
 
 
 def test_rslora_scale_is_folded(resident, tmp_path):

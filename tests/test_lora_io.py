@@ -262,12 +262,20 @@ def test_path_under_a_file_is_refused(adapter, tmp_path, under):
     assert snapshot(tmp_path) == before
 
 
-def test_unwritable_parent_is_refused(adapter, tmp_path):
+def test_unwritable_parent_is_refused(adapter, tmp_path, monkeypatch):
+    """A folder that refuses new entries: one line naming the target and the OS's reason, nothing left in it."""
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as root: a 0500 folder is still writable (test_path_under_a_file_is_refused covers the error)")
+        if os.access(locked, os.W_OK):  # root ignores 0500: refuse creating anything in it as the OS does for anyone else
+            mkdir = os.mkdir
+
+            def refusing_mkdir(path, *a, **kw):
+                if os.path.dirname(os.path.abspath(path)) == str(locked):
+                    raise PermissionError(13, "Permission denied", str(path))
+                return mkdir(path, *a, **kw)
+
+            monkeypatch.setattr(os, "mkdir", refusing_mkdir)  # Path.mkdir and tempfile.mkdtemp both create through it
         raises_one_line(lambda: adapter.save(locked / "ad"), f"Cannot write the adapter to {locked / 'ad'}: Permission denied")
         assert os.listdir(locked) == []
     finally:

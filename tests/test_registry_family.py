@@ -51,6 +51,7 @@ def toy():
     register_generator("toy", ToyConfig, Toy)
     yield "toy"
     unregister_generator("toy")
+    assert "toy" not in registered()  # the next test sees the shipped families only
 
 
 def test_a_family_registered_here_generates_trains_and_is_evaluated(toy, tiny_zoo, tiny_path, tmp_path, monkeypatch):
@@ -95,10 +96,19 @@ def test_a_family_registered_here_generates_trains_and_is_evaluated(toy, tiny_zo
     assert toy in EvalConfig(suite=DEMO, split="all").methods  # in the default list while registered
 
 
-def test_the_registration_is_gone_after_the_test():
-    from hypergen.eval import EvalConfig
+def test_an_unregistered_family_is_gone_from_the_registry_and_the_eval():
+    """Registered: listed and an eval method; unregistered: neither."""
+    from hypergen.eval import EvalConfig, Method
+    from hypergen.eval.methods import all_methods
 
     assert "toy" not in registered()
+    register_generator("toy", ToyConfig, Toy)
+    try:
+        assert "toy" in registered() and "toy" in all_methods()
+        assert Method.parse("toy").check() == Method("toy", False, None)  # a method while registered
+    finally:
+        unregister_generator("toy")
+    assert "toy" not in registered() and "toy" not in all_methods()
     with pytest.raises(HypergenError, match="Unknown method"):
         EvalConfig(suite=DEMO, split="all", methods=("toy",))
 

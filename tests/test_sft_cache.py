@@ -202,9 +202,21 @@ def test_a_run_from_a_prepared_file_needs_no_encoder(inputs, tiny_zoo, tiny_path
     assert not loads
 
     monkeypatch.undo()
-    enc = prepared_encoder(carried, "fake", lambda: FakeEncoder())
+    encoded = []
+
+    class Counting(FakeEncoder):  # the real encoder, recording every text it is asked for
+        def encode(self, texts):
+            encoded.extend(texts)
+            return super().encode(texts)
+
+    enc = prepared_encoder(carried, "fake", Counting)
+    task_texts = [d for ds in WORDS.values() for d in ds]
     assert torch.equal(enc.encode(zoo_texts), FakeEncoder().encode(zoo_texts))
-    assert torch.equal(enc.encode(["A text no file holds."]), FakeEncoder().encode(["A text no file holds."]))  # loaded for it
+    assert torch.equal(enc.encode(task_texts), FakeEncoder().encode(task_texts))
+    assert encoded == []  # every one from the file
+    new = "A text no file holds."
+    assert torch.equal(enc.encode([new, zoo_texts[0]]), FakeEncoder().encode([new, zoo_texts[0]]))  # loaded for it
+    assert encoded == [new]  # that one only
     with pytest.raises(HypergenError, match="prepared with encoder 'fake'; this run has 'all-MiniLM-L6-v2'"):
         prepared_encoder(carried, "minilm", lambda: pytest.fail("no encoder for a refused file"))
 

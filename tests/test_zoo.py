@@ -332,18 +332,43 @@ def test_build_shards_tasks_across_two_processes(tiny_path, tmp_path):
     assert sorted(Zoo(out).names()) == sorted(["antonyms", "review_sentiment", "reverse_words", "uppercase"])
 
 
+def _imports_eval(node, package: str) -> list[str]:
+    """The modules an import node names that are hypergen.eval or inside it; relative imports resolved against package."""
+    import ast
+    import importlib.util
+
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom):  # "from hypergen import eval" and "from .. import eval" name hypergen.eval
+        base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+        names = [base] + [f"{base}.{a.name}" for a in node.names]
+    else:
+        return []
+    return [n for n in names if n == "hypergen.eval" or n.startswith("hypergen.eval.")]
+
+
+def test_the_eval_import_check_sees_every_spelling():
+    """The check below flags absolute, from-package and relative imports of the eval, and nothing else."""
+    import ast
+
+    def flagged(src: str) -> list[str]:
+        return [n for node in ast.walk(ast.parse(src)) for n in _imports_eval(node, "hypergen.zoo")]
+
+    for src in ["from hypergen import eval", "import hypergen.eval", "from ..eval import x", "from .. import eval",
+                "import hypergen.eval.protocol as p", "from hypergen.eval.protocol import RowKeys"]:
+        assert flagged(src), src
+    for src in ["from hypergen import scoring", "from . import store", "from .store import Zoo", "from .. import scoring",
+                "import hypergen.evaluation", "from hypergen.tasks import rouge_l"]:
+        assert not flagged(src), src
+
+
 def test_the_zoo_never_imports_the_eval():
     """The eval sits above the zoo (it reads the zoo's split rule); both score through hypergen.scoring, below them."""
     import ast
-
-    def imported(node) -> list[str]:  # "from hypergen import eval" counts as hypergen.eval
-        if isinstance(node, ast.Import):
-            return [a.name for a in node.names]
-        return [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else []
 
     files = list((REPO_ROOT / "hypergen" / "zoo").glob("*.py"))
     assert len(files) >= 4  # the zoo package was found
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
-            bad = [n for n in imported(node) if n.startswith("hypergen.eval.")]
+            bad = _imports_eval(node, "hypergen.zoo")
             assert not bad, f"hypergen/zoo/{path.name} imports {bad}: move what it needs below both (as hypergen.scoring)"
