@@ -175,15 +175,9 @@ class ResidentModel:
         tuner.enable_adapter_layers() if on else tuner.disable_adapter_layers()
         self._layers_on = on
 
-    @contextmanager
     def adapters_off(self):
-        """peft's slots off for the block (per-row hooks, or the base alone); their state as before after it."""
-        before = self._layers_on
-        self._set_layers(False)
-        try:
-            yield
-        finally:
-            self._set_layers(before)
+        """A context: peft's slots off for the block (per-row hooks, or the base alone), as before after it."""
+        return self._layers(False)
 
     @contextmanager
     def _layers(self, on: bool):
