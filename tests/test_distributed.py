@@ -58,8 +58,6 @@ def test_icm_trains_with_ddp_on_two_cpu_processes(tiny_zoo, tmp_path):
     got = {k: load_generator(tmp_path / k, bank, family="icm").generate(e, samples=2).weights for k in ("ddp", "one")}
     for w in got.values():
         assert list(w.modules) == list(bank.layout.paths)
-    assert [(tuple(a.shape), tuple(b.shape)) for a, b in got["ddp"].modules.values()] == [(tuple(a.shape), tuple(b.shape)) for a, b in got["one"].modules.values()]
-    assert got["ddp"].alpha == got["one"].alpha and got["ddp"].num_params() == got["one"].num_params()
     # the heads start at zero: non-zero heads in rank 0's file mean it saved trained weights, not its start
     heads = load_generator(tmp_path / "ddp", bank, family="icm").decoder.heads
     assert any(float(h.weight.abs().max()) > 0 for h in heads.values())

@@ -86,8 +86,9 @@ def test_gradient_reaches_the_generator_not_the_base(sft, tiny_bank, resident, f
 @pytest.mark.parametrize("family", ["abmll", "sg", "icm", "t2l", "mtlora"])
 def test_validation_scores_the_adapter_generate_makes(sft, tiny_bank, family):
     """In eval mode the sft adapter is deterministic and, for a row whose task is a zoo expert, is what
-    generate() makes from the description: not a draw, and not read off the task's own expert (sg's
-    semantic prior leaves that expert out, as for a task the zoo lacks, so it is only checked to repeat)."""
+    generate() makes from the description: not a draw, and not read off the task's own expert. sg's
+    semantic prior leaves a row's own expert out, so its rows are compared as a task the zoo lacks (index -1),
+    which is what generate() meets for a new description."""
     torch.manual_seed(0)
     g = build(family, tiny_bank).eval()
     with torch.no_grad():  # untrained, the output heads are near 0 and would hide a wrong latent
@@ -98,10 +99,11 @@ def test_validation_scores_the_adapter_generate_makes(sft, tiny_bank, family):
     assert bool((index >= 0).all())  # the demo tasks are the tiny zoo's experts
     first, again = (g.adapter_for_training(cond, {"cond": cond, "index": index})[0] for _ in range(2))
     torch.testing.assert_close(first, again, atol=0, rtol=0)
-    if family != "sg":
-        for r in range(2):
-            made = g.sample(cond[r], 1, torch.Generator().manual_seed(0)).flat[0]  # what generate() turns into the adapter
-            torch.testing.assert_close(first[r], made, atol=1e-5, rtol=1e-4)
+    if family == "sg":
+        first = g.adapter_for_training(cond, {"cond": cond, "index": torch.tensor([-1, -1])})[0]
+    for r in range(2):
+        made = g.sample(cond[r], 1, torch.Generator().manual_seed(0)).flat[0]  # what generate() turns into the adapter
+        torch.testing.assert_close(first[r], made, atol=1e-5, rtol=1e-4)
 
 
 def test_sg_rows_without_an_expert_use_the_prior(sft, tiny_bank):
