@@ -70,6 +70,13 @@ def family_descriptions(prepared: Path) -> dict[str, tuple[str, str, torch.Tenso
     return out
 
 
+def dump(record: dict) -> str:
+    """JSON with the NLL matrix one task a line (the rest indented)."""
+    head = json.dumps({k: v for k, v in record.items() if k != "nll"}, indent=1)[:-2]
+    rows = ",\n".join(f"  {json.dumps(t)}: {json.dumps(r, separators=(',', ':'))}" for t, r in record["nll"].items())
+    return head + ',\n "nll": {\n' + rows + "\n }\n}\n"
+
+
 def newest_prepared() -> Path:
     files = sorted((paths.home() / "cache" / "sft").glob("*.pt"), key=lambda p: p.stat().st_mtime)
     if not files:
@@ -166,11 +173,11 @@ def main() -> None:
     print(json.dumps({"base NLL": base, **results}, indent=1), flush=True)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({
+        a.out.write_text(dump({
             "command": " ".join(sys.argv), "machine": machine(), "seed": "none (first N instances; the generator's single adapter)",
             "wall_s": round(time.perf_counter() - t0), "generator": a.generator, "checkpoint": str(gen.checkpoint) if getattr(gen, "checkpoint", None) else a.checkpoint,
             "prepared": prepared.name, "prompt_description": a.prompt_description, "instances": a.instances, "base_nll": base, "results": results,
-            "families": {f: [t, d] for f, (t, d, _) in fams.items()}, "nll": nll}, indent=1, separators=(",", ":")) + "\n")
+            "families": {f: [t, d] for f, (t, d, _) in fams.items()}, "nll": nll}))
 
 
 if __name__ == "__main__":
