@@ -52,6 +52,9 @@ def test_icm_trains_with_ddp_on_two_cpu_processes(tiny_zoo, tmp_path):
     assert all(d["world_size"] == 2 and d["train"]["strategy"] == "ddp" for d in ddp)
     assert all(d["world_size"] == 1 for d in one)
     assert json.loads((tmp_path / "ddp" / "train.json").read_text())["world_size"] == 2  # written by rank 0
+    # each rank drew its own batches; DDP's gradient sync is what leaves both with the same weights
+    assert ddp[0]["ranks_agree"] is True and len(ddp[0]["rank_fingerprints"]) == 2, ddp[0].get("rank_fingerprints")
+    assert "ranks_agree" not in one[0]
 
     bank = ExpertBank.from_zoo(tiny_zoo, FakeEncoder())
     e = FakeEncoder().encode([ANTONYM])[0]
@@ -79,6 +82,7 @@ def test_t2l_sft_trains_with_ddp_on_two_cpu_processes(tiny_zoo, tiny_path, tmp_p
     assert len(docs) == 1 and docs[0]["world_size"] == 2 and docs[0]["steps_done"] == 4, p.stdout[-2000:]
     saved = json.loads((tmp_path / "ddp" / "train.json").read_text())
     assert saved["world_size"] == 2 and saved["sft_tasks"]["val"] == 2, saved.keys()
+    assert saved["ranks_agree"] is True and len(saved["rank_fingerprints"]) == 2, saved.get("rank_fingerprints")
     logged = [h for h in saved["history"] if "val_nll" in h]
     assert len(logged) == 2 and all("val_nll_other" in h for h in logged)
     bank = ExpertBank.from_zoo(tiny_zoo, FakeEncoder())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -16,7 +17,7 @@ from hypergen.data import answer_loss, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.generators import ExpertBank, build
 from hypergen.generators.sft import TrainBatches, batch_examples, prepare_sft, rows_nll, sft_step, val_batches
-from hypergen.generators.train import LR_FLOOR, RUN_ONLY, LitGenerator, TrainConfig, export_run, lr_factor, run_folder, train_generator
+from hypergen.generators.train import LR_FLOOR, RUN_ONLY, LitGenerator, TrainConfig, export_run, lr_factor, run_folder, train_generator, weights_fingerprint
 from hypergen.text import FakeEncoder
 
 
@@ -432,6 +433,31 @@ def test_where_the_generator_is_written_is_not_part_of_the_run(sft, tiny_bank, t
     assert run_folder(g, sft_cfg(), tmp_path / "elsewhere", sft_data=sft) == folder  # its destination was "o"
     folder.mkdir(parents=True)
     assert run_folder(g, sft_cfg(), tmp_path / "o", sft_data=sft) == folder  # a run of the new kind comes first
+
+
+def test_weights_fingerprint_moves_with_any_trained_weight_and_only_those(tiny_bank):
+    """The ranks of a DDP run compare it (train.json's ranks_agree): a change in any one trainable weight,
+    or one tensor's change moved to another, changes it; frozen weights and a copy do not."""
+    g = build("t2l", tiny_bank, hidden=32)
+    f0 = weights_fingerprint(g)
+    assert torch.equal(f0, weights_fingerprint(copy.deepcopy(g)))
+    params = [p for p in g.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in (params[0], params[-1]):
+            p.view(-1)[0] += 1e-3
+            assert not torch.equal(weights_fingerprint(g), f0), "a change in one weight went unseen"
+            p.view(-1)[0] -= 1e-3
+        params[0].view(-1)[0] += 1e-3  # the same change split between two tensors
+        params[1].view(-1)[0] -= 1e-3
+        moved = weights_fingerprint(g)
+        params[0].view(-1)[0] -= 1e-3
+        params[1].view(-1)[0] += 1e-3
+    assert not torch.allclose(moved, f0, rtol=0, atol=1e-6)
+    params[0].requires_grad_(False)
+    frozen = weights_fingerprint(g)
+    with torch.no_grad():
+        params[0].view(-1)[0] += 1.0
+    assert torch.equal(weights_fingerprint(g), frozen)  # a frozen tensor is left out
 
 
 def test_lr_decay_is_a_cosine_to_the_floor_after_the_warm_up(sft, tiny_bank, tmp_path):

@@ -189,6 +189,15 @@ def run_folder(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_d
     return legacy if legacy.is_dir() and not new.is_dir() else new
 
 
+def weights_fingerprint(module: torch.nn.Module) -> torch.Tensor:
+    """Two numbers that change with any trained weight: the float64 sum and sum of squares of every
+    trainable parameter, each scaled by its position so that two tensors cannot trade their changes."""
+    params = [p.detach().double() for p in module.parameters() if p.requires_grad]
+    if not params:
+        return torch.zeros(2, dtype=torch.float64)
+    return torch.stack([torch.stack([p.sum(), p.square().sum()]) * (i + 1) for i, p in enumerate(params)]).sum(0)
+
+
 class LitGenerator(pl.LightningModule):
     def __init__(self, generator: Generator, cfg: TrainConfig, data, sft=None):
         super().__init__()
@@ -256,6 +265,11 @@ class LitGenerator(pl.LightningModule):
             if "val/nll_other" in metrics:  # < val_nll: the description decides the adapter on unseen families
                 entry["val_nll_other"] = float(metrics["val/nll_other"])
             self.history.append(entry)
+
+    def on_train_end(self):
+        # every rank's weights after the last step, gathered to all: under DDP they agree only if the
+        # gradients were synchronised (each rank trained on its own batches)
+        self.rank_fingerprints = self.all_gather(weights_fingerprint(self.generator)).reshape(-1, 2).tolist()
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["hypergen_history"] = self.history  # the loss curve survives a kill and a resume
@@ -377,6 +391,14 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         "steps_done": trainer.global_step,
         "resumed_from": resumed_from,
     }
+    fingerprints = getattr(lit, "rank_fingerprints", None)  # absent when the run was already done
+    if fingerprints and trainer.world_size > 1:
+        # the ranks' weights after the last step; equal (to float64 rounding) when DDP kept them in sync
+        summary["rank_fingerprints"] = fingerprints
+        summary["ranks_agree"] = all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) for f in fingerprints for a, b in zip(f, fingerprints[0]))
+        if not summary["ranks_agree"] and trainer.global_rank == 0:
+            print(f"Warning: the {trainer.world_size} ranks ended with different weights (fingerprints {fingerprints}); "
+                  "the saved generator is rank 0's.", file=sys.stderr, flush=True)
     if validate:
         summary["best_val_nll"] = float(best.best_model_score) if best.best_model_score is not None else None
         summary["best_checkpoint"] = best.best_model_path or None
