@@ -391,7 +391,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
         "steps_done": trainer.global_step,
         "resumed_from": resumed_from,
     }
-    fingerprints = getattr(lit, "rank_fingerprints", None)  # absent when the run was already done
+    fingerprints = getattr(lit, "rank_fingerprints", None)  # set by on_train_end on every rank
     if fingerprints and trainer.world_size > 1:
         # the ranks' weights after the last step; equal (to float64 rounding) when DDP kept them in sync
         summary["rank_fingerprints"] = fingerprints
