@@ -77,6 +77,13 @@ def dump(record: dict) -> str:
     return head + ',\n "nll": {\n' + rows + "\n }\n}\n"
 
 
+def unit_embeddings(fams: dict, train: list[str], enc, task_descriptions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training families' description embeddings (in `train`'s order) and the held-out tasks', unit length."""
+    fam_emb = torch.stack([fams[n.removeprefix("train:")][2] for n in train]).float()
+    task_emb = enc.encode(task_descriptions).float()
+    return torch.nn.functional.normalize(fam_emb, dim=-1), torch.nn.functional.normalize(task_emb, dim=-1)
+
+
 def newest_prepared() -> Path:
     files = sorted((paths.home() / "cache" / "sft").glob("*.pt"), key=lambda p: p.stat().st_mtime)
     if not files:
@@ -166,8 +173,7 @@ def main() -> None:
     print(f"{len(adapters)} adapters made ({time.perf_counter() - t0:.0f} s)", flush=True)
     nll = nll_matrix(res, tasks, adapters, a.instances, a.prompt_description, a.batch, t0)
     train = [n for n in adapters if n.startswith("train:")]
-    fam_emb = torch.nn.functional.normalize(torch.stack([fams[n[6:]][2] for n in train]).float(), dim=-1)
-    task_emb = torch.nn.functional.normalize(enc.encode([et.description for et in tasks]).float(), dim=-1)
+    fam_emb, task_emb = unit_embeddings(fams, train, enc, [et.description for et in tasks])
     results = summary(nll, train, fam_emb, task_emb)
     base = weighted({t: sum(r["base"]) / 2 for t, r in nll.items()})
     print(json.dumps({"base NLL": base, **results}, indent=1), flush=True)

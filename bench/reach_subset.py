@@ -16,8 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch
-from generator_reach import family_descriptions, newest_prepared, summary
+from generator_reach import family_descriptions, newest_prepared, summary, unit_embeddings
 
 from hypergen import api, paths
 from hypergen.eval.protocol import EvalConfig, plan
@@ -34,8 +33,7 @@ def main() -> None:
     train = [f"train:{f}" for f in small["families"]]
     tasks = [t for t in small["nll"] if t in big["nll"]]
     descs = {et.task.name: et.description for et in plan(EvalConfig(split="heldout", instances=small["instances"], seeds=1, methods=("base",)))}
-    fam_emb = torch.nn.functional.normalize(torch.stack([fams[n[6:]][2] for n in train]).float(), dim=-1)
-    task_emb = torch.nn.functional.normalize(api.encoder("minilm").encode([descs[t] for t in tasks]).float(), dim=-1)
+    fam_emb, task_emb = unit_embeddings(fams, train, api.encoder("minilm"), [descs[t] for t in tasks])
     for name, rec in zip(sys.argv[1:], (big, small)):
         nll = {t: {k: v for k, v in rec["nll"][t].items() if not k.startswith("train:") or k in train} for t in tasks}
         out = summary(nll, train, fam_emb, task_emb)
