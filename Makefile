@@ -47,7 +47,7 @@ ZOO_TRAIN := --lr 0.001 --zoo $(ZOO_BUILD) --val-experts tense --val-experts dis
 # t2l and its fair baseline mtlora (same rows, prompts, steps and schedule) on the described tasks of BIG-bench
 # (data/descriptions/bigbench.json) and of the OpenAI evals (data/descriptions/openai_evals.json): the learning rate
 # decays to a tenth by step 400, where the run stops, and --export-last writes that last step; every training prompt
-# also holds the row's description, the mode the default serves (shipped 2026-12-02; docs/generators.md, "A decayed
+# also holds the row's description, the mode the default serves (shipped 2026-12-02; docs/experiments.md, "A decayed
 # learning rate" and "The description in every training prompt"). A stopped run continues with the same command.
 SFT_RUN := --objective sft --tasks descriptions --extra-suite openai_evals --steps 400 --lr-decay 380 --batch-size 8 --sft-examples 1 --lr 3e-4 --warmup 20 --val-every 100 --logger csv --ckpt-every 50 --sft-prompt-description 1.0
 

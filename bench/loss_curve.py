@@ -7,7 +7,9 @@ holds every logged step, also across resumes), or a generator folder's train.jso
 curve is the answer NLL of the logged steps, smoothed by a moving average over `--smooth` points; the
 validation curve is the NLL on the held-apart families, and where the run logged it (runs since
 2026-12-01) the same rows with each adapter made from another validation task's description: the gap
-between the two is the held-out control during training. The CSV beside the PNG has the raw points.
+between the two is the held-out control during training; where it logged it (runs since 2026-12-03), the
+adapter spread on the right axis (hypergen.generators.sft.adapter_spread: 0 = one adapter for every
+description). The CSV beside the PNG has the raw points.
 """
 
 from __future__ import annotations
@@ -45,13 +47,15 @@ def main(argv=None) -> None:
     train = sorted((h["step"], h["nll"]) for h in hist if "nll" in h)
     val = sorted((h["step"], h["val_nll"]) for h in hist if "val_nll" in h)
     other = sorted((h["step"], h["val_nll_other"]) for h in hist if "val_nll_other" in h)
+    spread = sorted((h["step"], h["adapter_spread"]) for h in hist if "adapter_spread" in h)
+    extra = [k for k, pts in (("val_nll_other", other), ("adapter_spread", spread)) if pts]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "train_nll", "val_nll"] + (["val_nll_other"] if other else []))
-        w.writerows([(s, round(v, 5), "") for s, v in train])
-        o = dict(other)
-        w.writerows([(s, "", round(v, 5)) + ((round(o[s], 5) if s in o else "",) if other else ()) for s, v in val])
+        w.writerow(["step", "train_nll", "val_nll", *extra])
+        w.writerows([(s, round(v, 5), "", *[""] * len(extra)) for s, v in train])
+        at = {h["step"]: h for h in hist if "val_nll" in h}
+        w.writerows([(s, "", round(v, 5), *[round(at[s][k], 5) if k in at[s] else "" for k in extra]) for s, v in val])
 
     import matplotlib
 
@@ -69,7 +73,14 @@ def main(argv=None) -> None:
     ax.set_ylabel("answer NLL per token")
     ax.set_title(args.title or args.run.parent.parent.name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = ax.get_legend_handles_labels()
+    if spread:  # runs since 2026-12-03: how far the descriptions move the adapter (Layout.spread), right axis
+        ax2 = ax.twinx()
+        ax2.plot([s for s, _ in spread], [v for _, v in spread], "^:", color="tab:purple", label="adapter spread (right axis, 0-1)", lw=1.2)
+        ax2.set_ylim(0, 1)
+        ax2.set_ylabel("adapter spread")
+        handles = [a + b for a, b in zip(handles, ax2.get_legend_handles_labels())]
+    ax.legend(*handles)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"{args.out}: {len(train)} train points, {len(val)} validation points" + (f", last validation {val[-1][1]:.3f} at step {val[-1][0]}" if val else ""))

@@ -4,7 +4,7 @@
 
 For each size N (0 = every training task), in order, resumable (a size whose JSON is in --out is done; a
 killed training continues from its last checkpoint):
-1. `hypergen train t2l` with the CPU pilot's settings (docs/generators.md) and `--max-tasks N`: the same
+1. `hypergen train t2l` with the CPU pilot's settings (docs/experiments.md) and `--max-tasks N`: the same
    4 validation families for every N, and a seeded, nested subset of the training tasks
    (hypergen.generators.sft.first_tasks), for `--steps` steps; then `--export` writes the run's best checkpoint on validation;
 2. bench/heldout_controls.py on it (31 held-out tasks, 17 families, `--instances` each): reference-answer NLL
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine
 
-# the CPU pilot's command (docs/generators.md), less --steps / --out
+# the CPU pilot's command (docs/experiments.md), less --steps / --out
 PILOT = ["--objective", "sft", "--tasks", "descriptions", "--batch-size", "8", "--sft-examples", "1", "--lr", "3e-4",
          "--warmup", "20", "--val-every", "100", "--ckpt-every", "50", "--logger", "csv"]
 CURVES = ("own", "other", "gibberish", "own+desc")

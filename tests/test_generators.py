@@ -268,3 +268,26 @@ def test_mix_builds_its_adapter_once(tiny_bank, monkeypatch):
     res = build("mix", tiny_bank, top_k=2).generate(ENC.encode([ANTONYM])[0], samples=3)
     assert (len(mixes), len(unflattens)) == (1, 2)
     assert res.weights.rank == 2 * tiny_bank.layout.rank and len(res.samples) == 3 and all(s is res.weights for s in res.samples)
+
+
+def test_spread_says_how_much_adapters_differ_in_weight_updates(tiny_bank):
+    """Layout.spread: 0 for copies of one adapter, 1 for two that cancel, sqrt(1/2) for an adapter beside no
+    update; computed on dW = B A, so a change of gauge (A -> M A, B -> B M^-1) leaves it; fewer than 2 refused."""
+    layout, flat = tiny_bank.layout, tiny_bank.flat[0].float()
+    w = layout.unflatten(flat.clone())
+    negated = layout.flatten(type(w)({p: (a, -b) for p, (a, b) in w.modules.items()}, w.alpha))
+    assert layout.spread(torch.stack([flat, flat, flat])) == pytest.approx(0.0, abs=1e-3)
+    assert layout.spread(torch.stack([flat, negated])) == pytest.approx(1.0, abs=1e-6)
+    assert layout.spread(torch.stack([flat, torch.zeros_like(flat)])) == pytest.approx(0.5**0.5, abs=1e-6)
+    m = torch.eye(layout.rank) + 0.3 * torch.randn(layout.rank, layout.rank, generator=torch.Generator().manual_seed(0))
+    regauged = layout.flatten(type(w)({p: (m @ a, b @ torch.linalg.inv(m)) for p, (a, b) in w.modules.items()}, w.alpha))
+    other = tiny_bank.flat[1].float()
+    assert layout.spread(torch.stack([regauged, other])) == pytest.approx(layout.spread(torch.stack([flat, other])), rel=1e-4)
+    flats = torch.randn(5, layout.numel, generator=torch.Generator().manual_seed(1))
+    dws = [torch.cat([(b @ a).reshape(-1) for a, b in layout.unflatten(f).modules.values()]) for f in flats]
+    dense = torch.stack(dws)
+    want = ((dense - dense.mean(0)).square().sum(1).mean() / dense.square().sum(1).mean()).sqrt()
+    assert layout.spread(flats) == pytest.approx(float(want), rel=1e-4)  # equals the spread of the dense dWs
+    assert 0 < layout.spread(tiny_bank.flat.float()) < 1
+    with pytest.raises(HypergenError, match="at least 2"):
+        layout.spread(flat[None])

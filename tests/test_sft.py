@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from hypergen.data import answer_loss, collate, encode_example
 from hypergen.errors import HypergenError
 from hypergen.generators import ExpertBank, build
-from hypergen.generators.sft import TrainBatches, batch_examples, prepare_sft, rows_nll, sft_step, val_batches
+from hypergen.generators.sft import TrainBatches, adapter_spread, batch_examples, prepare_sft, rows_nll, sft_step, val_batches
 from hypergen.generators.train import LR_FLOOR, RUN_ONLY, LitGenerator, TrainConfig, export_run, lr_factor, run_folder, train_generator, weights_fingerprint
 from hypergen.text import FakeEncoder
 
@@ -245,6 +245,15 @@ def test_validation_measures_another_tasks_description(tiny_bank, tiny_zoo, resi
     summary = train_generator(g, cfg, tmp_path / "o", sft_data=data, run_name="other")
     logged = [h for h in summary["history"] if "val_nll" in h]
     assert len(logged) == 2 and all("val_nll_other" in h for h in logged)
+    # how far the descriptions move the adapter, read at each validation: the kept (best) step's is the generator's
+    assert all(0 < h["adapter_spread"] < 1 for h in logged)
+    kept = min(logged, key=lambda h: h["val_nll"])
+    assert kept["adapter_spread"] == pytest.approx(adapter_spread(g, data), rel=1e-5)
+    assert logged[0]["adapter_spread"] != pytest.approx(logged[1]["adapter_spread"], rel=1e-3)  # read after each step's training
+    for mode in (True, False):  # it leaves the mode as it found it
+        g.train(mode)
+        adapter_spread(g, data)
+        assert g.training is mode
     g.eval()
     batch = val_batches(data, 4)[0]
     other = [data.val[(t + 1) % 2] for t in batch[:, 0].tolist()]
@@ -553,3 +562,23 @@ def test_guidance_carries_the_adapter_away_from_the_mean_descriptions_at_generat
     assert run_folder(build("t2l", tiny_bank, hidden=64), sft_cfg(), tmp_path / "o", sft_data=sft) != run_folder(plain, sft_cfg(), tmp_path / "o", sft_data=sft)
     with pytest.raises(HypergenError, match="guidance must be >= 0"):
         build("t2l", tiny_bank, guidance=-1.0)
+
+
+def test_adapter_spread_reads_one_description_of_evenly_spaced_training_families_and_each_validation_one(sft, tiny_bank, monkeypatch):
+    """The first task of every k-th training family (at most n_families) and of each validation family, by its
+    first description; None when that makes fewer than 2."""
+    from hypergen.generators.layout import Layout
+
+    g = build("t2l", tiny_bank, hidden=32)
+    conds = []
+    real = Layout.spread
+    monkeypatch.setattr(Layout, "spread", lambda self, flat: conds.append(len(flat)) or real(self, flat))
+    fams = sorted({t.family for t in sft.tasks})
+    assert len(fams) >= 3 and not sft.val
+    adapter_spread(g, sft, n_families=2)
+    assert conds[-1] == 2  # ceil(N / 2) apart: 2 of N >= 3 families
+    with_val = replace(sft, tasks=[t for t in sft.tasks if t.family != fams[0]], val=[t for t in sft.tasks if t.family == fams[0]])
+    adapter_spread(g, with_val, n_families=100)
+    assert conds[-1] == len(fams)  # every training family once, and the validation family once
+    one = [t for t in sft.tasks if t.family == fams[0]]
+    assert adapter_spread(g, replace(sft, tasks=one, val=[])) is None

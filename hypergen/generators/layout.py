@@ -57,6 +57,26 @@ class Layout:
         mods = {p: (parts[2 * i].view(self.a_shapes[i]), parts[2 * i + 1].view(self.b_shapes[i])) for i, p in enumerate(self.paths)}
         return LoraWeights(mods, self.alpha, base_model)
 
+    def energies(self, flat: torch.Tensor) -> tuple[float, float]:
+        """(mean_i ||dW_i||^2, ||mean_i dW_i||^2) of N adapters (N, P), summed over modules, dW = B A: the first
+        from r x r products (||B A||^2 = sum (B^T B) * (A A^T)), the second from one matmul per module; no dW_i
+        is formed."""
+        parts, each, mean = torch.split(flat.detach().float(), self.sizes, dim=1), 0.0, 0.0
+        for i in range(len(self.paths)):
+            a = parts[2 * i].reshape(-1, *self.a_shapes[i])  # (N, r, in)
+            b = parts[2 * i + 1].reshape(-1, *self.b_shapes[i])  # (N, out, r)
+            each += (b.mT @ b * (a @ a.mT)).sum().item() / len(flat)
+            mean += (b.transpose(0, 1).reshape(b.shape[1], -1) @ a.reshape(-1, a.shape[2]) / len(flat)).square().sum().item()
+        return each, mean
+
+    def spread(self, flat: torch.Tensor) -> float:
+        """How much N adapters (N, P) differ, in 0..1: sqrt(mean ||dW_i - mean dW||^2 / mean ||dW_i||^2) over all
+        modules. 0: one adapter for every row; ~1: nothing in common (experts of unrelated tasks)."""
+        if len(flat) < 2:
+            raise HypergenError(f"The spread of adapters needs at least 2 of them; got {len(flat)}.")
+        each, mean = self.energies(flat)  # mean ||dW_i - mean dW||^2 = each - mean
+        return max(0.0, 1 - mean / each) ** 0.5 if each > 0 else 0.0
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -570,6 +570,40 @@ def partners(tasks: list[int]) -> list[tuple[int, int]]:
     return [(i, (i + 1) % n) for i in range(n) if tasks[(i + 1) % n] != tasks[i]]
 
 
+SPREAD_FAMILIES = 64
+"""How many training families (evenly spaced, one description each) adapter_spread reads besides the validation ones."""
+
+
+def _first_of_each_family(tasks: list[TaskData]) -> list[TaskData]:
+    firsts: dict[str, TaskData] = {}
+    for t in tasks:
+        firsts.setdefault(t.family, t)
+    return list(firsts.values())
+
+
+@torch.no_grad()
+def adapter_spread(generator, sft: SftData, n_families: int = SPREAD_FAMILIES) -> float | None:
+    """Layout.spread of the adapters the generator makes, in eval mode, from the first description of the
+    first task of up to n_families training families (evenly spaced) and of every validation family: 0 when
+    it makes one adapter whatever the description, ~1 when they have nothing in common, as the zoo's experts
+    (0.95). A cheap reading of how far a description moves the adapter, logged at each validation
+    (`adapter_spread`); whether that motion helps an unseen task is what the controls measure.
+    None with fewer than 2 families."""
+    train = _first_of_each_family(sft.tasks)
+    picked = train[:: -(-len(train) // n_families)] if train else []  # step ceil(N / n): at most n_families
+    tasks = picked + _first_of_each_family(sft.val)
+    if len(tasks) < 2:
+        return None
+    was_training, dev = generator.training, generator.bank.emb.device
+    generator.eval()
+    try:
+        cond = torch.stack([t.cond[0] for t in tasks]).to(dev)
+        flat, _ = generator.adapter_for_training(cond, {"cond": cond, "index": torch.tensor([t.expert for t in tasks], device=dev)})
+    finally:
+        generator.train(was_training)
+    return generator.layout.spread(flat)
+
+
 def sft_step(generator, sft: SftData, batch: torch.Tensor, *, validation: bool = False, other: bool = False,
              contrast: float = 0.0, margin: float = 0.5) -> dict[str, torch.Tensor]:
     """The sft loss of a (B, 3 + k) batch of rows (TrainBatches, val_batches): the mean over rows of

@@ -21,7 +21,7 @@ Guidance (hypergen's, not the paper's; config.guidance, default 1): at generatio
 carried away from the one the mean training description makes, f(mu) + g (f(e) - f(mu)), as classifier-free
 guidance does for diffusion models: g > 1 weighs what the description adds over the average task more.
 Training and validation never use it; it is set per generator folder (`--export --set guidance=G` writes
-another setting of the same run). docs/generators.md, "Guidance", says what it does on held-out tasks.
+another setting of the same run). docs/experiments.md, "Guidance", says what it does on held-out tasks.
 Initialisation: A starts as peft's random A (its head's bias), B near zero, so the first adapter is
 almost the base and B learns from the first step, as an ordinary LoRA does.
 """

@@ -264,6 +264,12 @@ class LitGenerator(pl.LightningModule):
             entry = {"step": self.global_step, "val_nll": float(metrics["val/nll"])}
             if "val/nll_other" in metrics:  # < val_nll: the description decides the adapter on unseen families
                 entry["val_nll_other"] = float(metrics["val/nll_other"])
+            from hypergen.generators.sft import adapter_spread
+
+            spread = adapter_spread(self.generator, self._sft)  # how far descriptions move the adapter (None: < 2 families)
+            if spread is not None:
+                entry["adapter_spread"] = spread
+                self.log("val/adapter_spread", spread, rank_zero_only=True)
             self.history.append(entry)
 
     def on_train_end(self):
@@ -414,7 +420,7 @@ def train_generator(generator: Generator, cfg: TrainConfig, out: str | Path, *, 
 def export_run(generator: Generator, cfg: TrainConfig, out: str | Path, *, sft_data=None, run_name: str | None = None, last: bool = False) -> dict:
     """Write the generator folder of a stopped (or running) run without training a step: from its best
     checkpoint on validation so far, or its last one when it has none or `last` is set (to score a later
-    step than validation chose: docs/generators.md, step 200 against 700). The run is found as
+    step than validation chose: docs/experiments.md, step 200 against 700). The run is found as
     train_generator finds it (run_folder): the same arguments, any RUN_ONLY setting (e.g. --steps)."""
     ckpt_dir = run_folder(generator, cfg, out, sft_data=sft_data, run_name=run_name)
 
