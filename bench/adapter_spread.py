@@ -30,10 +30,8 @@ from common import machine
 from generator_reach import family_descriptions, newest_prepared
 
 from hypergen import api
+from hypergen.assets import SMOLLM2_HUB_ID as BASE
 from hypergen.generators import build
-
-BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
 
 def norms(flat: torch.Tensor, layout) -> tuple[float, float]:
     """(||mean dW||, sqrt(mean ||dW_i||^2)) over all modules."""

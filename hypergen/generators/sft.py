@@ -574,13 +574,6 @@ SPREAD_FAMILIES = 64
 """How many training families (evenly spaced, one description each) adapter_spread reads besides the validation ones."""
 
 
-def _first_of_each_family(tasks: list[TaskData]) -> list[TaskData]:
-    firsts: dict[str, TaskData] = {}
-    for t in tasks:
-        firsts.setdefault(t.family, t)
-    return list(firsts.values())
-
-
 @torch.no_grad()
 def adapter_spread(generator, sft: SftData, n_families: int = SPREAD_FAMILIES) -> float | None:
     """Layout.spread of the adapters the generator makes, in eval mode, from the first description of the
@@ -589,9 +582,9 @@ def adapter_spread(generator, sft: SftData, n_families: int = SPREAD_FAMILIES) -
     (0.95). A cheap reading of how far a description moves the adapter, logged at each validation
     (`adapter_spread`); whether that motion helps an unseen task is what the controls measure.
     None with fewer than 2 families."""
-    train = _first_of_each_family(sft.tasks)
+    train = [sft.tasks[f[0]] for f in sft.families]  # the first task of each training family
     picked = train[:: -(-len(train) // n_families)] if train else []  # step ceil(N / n): at most n_families
-    tasks = picked + _first_of_each_family(sft.val)
+    tasks = picked + list({t.family: t for t in reversed(sft.val)}.values())  # and of each validation family
     if len(tasks) < 2:
         return None
     was_training, dev = generator.training, generator.bank.emb.device
